@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    auth_proxy::cli::main_from(std::env::args_os())
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    coin_value::cli::main_from(std::env::args_os())
+}

@@ -1,0 +1,89 @@
+//! Argument parsing and dispatch. Subcommands that need async run on one tokio runtime;
+//! `sidecar` hands the process to a sidecar's own entry point before any runtime exists.
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fargo",
+    version,
+    about = "Run, call and deploy the fargo Sidecar-Assembly"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Start the whole assembly on this machine, as taskdefs/assembly.json describes it.
+    Up(crate::cmd::up::UpArgs),
+    /// Run one sidecar in this process: `fargo sidecar thumbnail serve`.
+    #[command(hide = true)]
+    Sidecar {
+        /// thumbnail, coin-value, logging or auth-proxy
+        name: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = match fargo_runtime::cli::parse::<Cli, _, _>(std::env::args_os()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match cli.cmd {
+        Cmd::Sidecar { name, args } => sidecar(&name, args),
+        cmd => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("fargo: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(run(cmd)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("fargo: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Up(args) => crate::cmd::up::run(args).await,
+        // Dispatched in `main` before any runtime exists.
+        Cmd::Sidecar { .. } => Ok(ExitCode::from(2)),
+    }
+}
+
+/// The sidecars `fargo sidecar` can run, by task-definition container name.
+pub const SIDECARS: [&str; 4] = ["logging", "thumbnail", "coin-value", "auth-proxy"];
+
+fn sidecar(name: &str, args: Vec<OsString>) -> ExitCode {
+    let argv = std::iter::once(OsString::from(name)).chain(args);
+    match name {
+        "thumbnail" => thumbnail::cli::main_from(argv),
+        "coin-value" => coin_value::cli::main_from(argv),
+        "logging" => logging::cli::main_from(argv),
+        "auth-proxy" => auth_proxy::cli::main_from(argv),
+        other => {
+            eprintln!(
+                "fargo sidecar: unknown sidecar `{other}` (one of {})",
+                SIDECARS.join(", ")
+            );
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,344 @@
+//! The tower layers every fargo gRPC server runs, outermost first:
+//! [`TraceLayer`] (a span per call, joined to the caller's trace), [`LimitLayer`]
+//! (bounded concurrency, optionally shedding), [`DeadlineLayer`] (`grpc-timeout` and
+//! a server-side upper bound). Errors they make are proper trailers-only gRPC responses.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::Status;
+use tonic::body::Body;
+use tower::{Layer, Service};
+use tracing::Instrument;
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+/// Paths that must keep answering under load and during drain: an orchestrator that
+/// cannot get a health answer kills the task, which makes overload worse.
+pub fn is_control_plane(path: &str) -> bool {
+    path.starts_with("/grpc.health.v1.") || path.starts_with("/grpc.reflection.")
+}
+
+/// Parses a `grpc-timeout` header value (`100m`, `5S`, ...).
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (num, unit) = v.split_at(v.len() - 1);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+// ---------------------------------------------------------------- trace
+
+#[derive(Clone, Debug, Default)]
+pub struct TraceLayer;
+
+impl<S> Layer<S> for TraceLayer {
+    type Service = Trace<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Trace { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Trace<S> {
+    inner: S,
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl opentelemetry::propagation::Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+impl<S, B> Service<Request<B>> for Trace<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let path = req.uri().path().to_owned();
+        let (service, method) = path
+            .trim_start_matches('/')
+            .split_once('/')
+            .unwrap_or((&path, ""));
+        let span = tracing::info_span!(
+            "grpc.server",
+            otel.name = %path,
+            otel.kind = "server",
+            rpc.system = "grpc",
+            rpc.service = %service,
+            rpc.method = %method,
+            rpc.grpc.status_code = tracing::field::Empty,
+        );
+        let parent = opentelemetry::global::get_text_map_propagator(|p| {
+            p.extract(&HeaderExtractor(req.headers()))
+        });
+        {
+            use tracing_opentelemetry::OpenTelemetrySpanExt;
+            let _ = span.set_parent(parent);
+        }
+        let quiet = is_control_plane(&path);
+        let started = Instant::now();
+        let fut = self.inner.call(req);
+        Box::pin(
+            async move {
+                let res = fut.await;
+                if let Ok(r) = &res {
+                    // Trailers-only errors carry the status in the head; OK arrives in trailers.
+                    let code = r
+                        .headers()
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("0");
+                    tracing::Span::current().record("rpc.grpc.status_code", code);
+                    if !quiet {
+                        tracing::debug!(
+                            grpc.status = code,
+                            latency_us = started.elapsed().as_micros() as u64,
+                            "call answered"
+                        );
+                    }
+                }
+                res
+            }
+            .instrument(span),
+        )
+    }
+}
+
+// ---------------------------------------------------------------- deadline
+
+/// Applies the smaller of the client's `grpc-timeout` and `default` to producing the
+/// response head; streams are never cut once they have started.
+#[derive(Clone, Debug)]
+pub struct DeadlineLayer {
+    pub default: Duration,
+}
+
+impl<S> Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Deadline {
+            inner,
+            default: self.default,
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Deadline<S> {
+    inner: S,
+    default: Duration,
+}
+
+impl<S, B> Service<Request<B>> for Deadline<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let client = req
+            .headers()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout);
+        let limit = client.map_or(self.default, |c| c.min(self.default));
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            match tokio::time::timeout(limit, fut).await {
+                Ok(r) => r,
+                Err(_) => Ok(Status::deadline_exceeded(format!(
+                    "deadline of {} ms exceeded before the server answered",
+                    limit.as_millis()
+                ))
+                .into_http()),
+            }
+        })
+    }
+}
+
+// ---------------------------------------------------------------- limit
+
+/// Bounds the calls handled at once. With `shed`, excess calls are refused at once with
+/// RESOURCE_EXHAUSTED, so load balancers and autoscalers see the overload instead of
+/// a queue that hides it; otherwise they wait for a slot.
+#[derive(Clone, Debug)]
+pub struct LimitLayer {
+    semaphore: Arc<Semaphore>,
+    max: usize,
+    shed: bool,
+}
+
+impl LimitLayer {
+    pub fn new(max: usize, shed: bool) -> Self {
+        Self {
+            semaphore: Arc::new(Semaphore::new(max)),
+            max,
+            shed,
+        }
+    }
+
+    /// Calls running now.
+    pub fn in_flight(&self) -> usize {
+        self.max - self.semaphore.available_permits()
+    }
+}
+
+impl<S> Layer<S> for LimitLayer {
+    type Service = Limit<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Limit {
+            inner,
+            limit: self.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Limit<S> {
+    inner: S,
+    limit: LimitLayer,
+}
+
+impl<S, B> Service<Request<B>> for Limit<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        if is_control_plane(req.uri().path()) {
+            return Box::pin(self.inner.call(req));
+        }
+        let permit = if self.limit.shed {
+            match self.limit.semaphore.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    let max = self.limit.max;
+                    return Box::pin(async move {
+                        Ok(Status::resource_exhausted(format!(
+                            "server busy: all {max} slots in use; retry with backoff or on another replica"
+                        ))
+                        .into_http())
+                    });
+                }
+            }
+        } else {
+            None
+        };
+        // The ready inner service is taken, and a fresh clone left for the next call.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let sem = self.limit.semaphore.clone();
+        Box::pin(async move {
+            let permit = match permit {
+                Some(p) => p,
+                None => match sem.acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return Ok(Status::unavailable("server is shutting down").into_http()),
+                },
+            };
+            let res = inner.call(req).await?;
+            Ok(res.map(|b| {
+                Body::new(PermitBody {
+                    inner: b,
+                    _permit: permit,
+                })
+            }))
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Holds the concurrency slot until a streamed response has finished.
+    struct PermitBody {
+        #[pin]
+        inner: Body,
+        _permit: OwnedSemaphorePermit,
+    }
+}
+
+impl http_body::Body for PermitBody {
+    type Data = bytes_alias::Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+mod bytes_alias {
+    pub type Bytes = <tonic::body::Body as http_body::Body>::Data;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_units() {
+        assert_eq!(parse_grpc_timeout("100m"), Some(Duration::from_millis(100)));
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_grpc_timeout("1234567890S"), None);
+        assert_eq!(parse_grpc_timeout("5x"), None);
+        assert_eq!(parse_grpc_timeout(""), None);
+    }
+}

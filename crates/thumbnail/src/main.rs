@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    thumbnail::cli::main_from(std::env::args_os())
+}
