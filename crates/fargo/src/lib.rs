@@ -3,5 +3,6 @@
 //! Each subcommand lives in its own module under `cmd/`.
 
 pub mod cli;
+pub mod client;
 pub mod cmd;
 pub mod taskdef;

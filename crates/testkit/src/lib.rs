@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 
 /// A free TCP port on 127.0.0.1 (bound and released; races are unlikely, not impossible).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Waits until something accepts TCP connections on `addr`.
@@ -40,17 +44,31 @@ impl Moto {
     pub fn start_with_env(env: &[(&str, &str)]) -> Moto {
         let port = free_port();
         let mut cmd = Command::new("python3");
-        cmd.args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("python3 not found: install Python 3 and `pip install 'moto[server]'`");
+        let child = cmd
+            .spawn()
+            .expect("python3 not found: install Python 3 and `pip install 'moto[server]'`");
         let mut moto = Moto { child, port };
-        if !wait_for_port(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(30)) {
+        if !wait_for_port(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_secs(30),
+        ) {
             let status = moto.child.try_wait().ok().flatten();
-            panic!("moto server did not start on port {port} (exit: {status:?}); install it with `pip install 'moto[server]'`");
+            panic!(
+                "moto server did not start on port {port} (exit: {status:?}); install it with `pip install 'moto[server]'`"
+            );
         }
         moto
     }
