@@ -33,6 +33,19 @@ where
         Err(code) => return code,
     };
     match cli.cmd {
+        // Serving keeps the file's path, for reload on SIGHUP and on change.
+        Cmd::Common(Common::Serve(args)) => match args.load::<crate::Config>() {
+            Ok(config) => {
+                let file = args.config.clone();
+                cli::run_server(config, move |l, cfg, s| async move {
+                    match file {
+                        Some(f) => crate::serve_with_reload(l, cfg, f, s.wait()).await,
+                        None => crate::serve(l, cfg, s.wait()).await,
+                    }
+                })
+            }
+            Err(e) => cli::config_failure("auth-proxy", &e),
+        },
         Cmd::Common(c) => {
             cli::run_common::<crate::Config, _, _, _>(c, |l, cfg, s| crate::serve(l, cfg, s.wait()))
         }

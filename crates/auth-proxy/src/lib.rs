@@ -1,51 +1,30 @@
-//! The auth-proxy sidecar: the only container a load balancer or client reaches;
-//! it authenticates, authorises and routes gRPC calls to the sidecars on localhost.
+//! The auth-proxy sidecar: the only container a load balancer or client reaches; it
+//! authenticates, authorises, rate limits and routes gRPC (and gRPC-Web) calls to the
+//! sidecars on localhost, which trust the principal it forwards.
+//!
+//! The data path is a hyper 1 server and client rather than a tonic router, so bodies
+//! stream through untouched; the shared runtime still provides config, telemetry,
+//! signals, health state, the trace layer and the `healthcheck` subcommand.
 
+pub mod auth;
+pub mod body;
 pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod proxy;
+pub mod server;
+pub mod state;
 
 use std::future::Future;
+use std::path::PathBuf;
 
-use fargo_runtime::{ServerConfig, Services, TelemetryConfig};
-use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
-/// Default listen address; the task definition's environment sets the same.
-pub const DEFAULT_LISTEN: ([u8; 4], u16) = ([0, 0, 0, 0], 50051);
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    pub server: ServerConfig,
-    pub telemetry: TelemetryConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig {
-                listen: DEFAULT_LISTEN.into(),
-                ..ServerConfig::default()
-            },
-            telemetry: TelemetryConfig::default(),
-        }
-    }
-}
-
-impl fargo_runtime::Sidecar for Config {
-    const NAME: &'static str = "auth-proxy";
-    fn server(&self) -> &ServerConfig {
-        &self.server
-    }
-    fn telemetry(&self) -> &TelemetryConfig {
-        &self.telemetry
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Serve(#[from] fargo_runtime::ServeError),
-}
+pub use auth::hash_api_key;
+pub use config::{Config, DEFAULT_LISTEN};
+pub use error::{Error, ProxyError};
+pub use proxy::PRINCIPAL_HEADER;
 
 /// Serves the proxy on `listener` until `shutdown` resolves, then drains.
 pub async fn serve(
@@ -53,7 +32,26 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let services = Services::new();
-    fargo_runtime::serve(listener, &config.server, services, shutdown).await?;
-    Ok(())
+    server::run(listener, config, None, shutdown).await
+}
+
+/// Like [`serve`], reloading `config_file` on SIGHUP and whenever it changes.
+pub async fn serve_with_reload(
+    listener: TcpListener,
+    config: Config,
+    config_file: PathBuf,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    server::run(listener, config, Some(config_file), shutdown).await
+}
+
+/// Environment for an auth-proxy process that accepts `api_key` as principal `dev`,
+/// allowed to call every method (what `fargo up` gives the local assembly). Only the
+/// key's hash is placed in the environment.
+pub fn dev_env(api_key: &str) -> Vec<(String, String)> {
+    vec![
+        ("FARGO_API_KEYS__DEV__HASH".into(), hash_api_key(api_key)),
+        ("FARGO_ACCESS__DEV__PRINCIPALS".into(), "dev".into()),
+        ("FARGO_ACCESS__DEV__METHODS".into(), "*".into()),
+    ]
 }
