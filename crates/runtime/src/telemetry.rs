@@ -3,8 +3,12 @@
 //! endpoint is configured.
 //!
 //! OTLP export runs on the SDK's batch processors with bounded queues, so a slow or
-//! absent collector costs dropped telemetry, never a blocked request.
+//! absent collector costs dropped telemetry, never a blocked request. What is dropped
+//! is counted here (a gate in front of each queue, a counter behind each exporter) and
+//! reported: a warning on stdout whenever the count grows, and the totals at shutdown.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use opentelemetry::trace::TracerProvider as _;
@@ -40,6 +44,9 @@ pub struct TelemetryConfig {
     pub otlp_queue_size: usize,
     #[serde(with = "humantime_serde")]
     pub otlp_timeout: Duration,
+    /// How often a growing count of dropped spans and log records is reported.
+    #[serde(with = "humantime_serde")]
+    pub otlp_drop_report_interval: Duration,
 }
 
 impl Default for TelemetryConfig {
@@ -50,6 +57,7 @@ impl Default for TelemetryConfig {
             otlp_endpoint: None,
             otlp_queue_size: 4096,
             otlp_timeout: Duration::from_secs(5),
+            otlp_drop_report_interval: Duration::from_secs(30),
         }
     }
 }
@@ -73,6 +81,192 @@ pub enum TelemetryError {
 pub struct Telemetry {
     tracer: Option<SdkTracerProvider>,
     logger: Option<SdkLoggerProvider>,
+    spans: Arc<Gate>,
+    logs: Arc<Gate>,
+    reporter: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Spans and log records that never reached the collector, since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Dropped {
+    /// Refused because the export queue was full.
+    pub spans_queue_full: u64,
+    pub logs_queue_full: u64,
+    /// Lost in an export that failed (collector absent, refused, timed out).
+    pub spans_export_failed: u64,
+    pub logs_export_failed: u64,
+}
+
+impl Dropped {
+    pub fn total(&self) -> u64 {
+        self.spans_queue_full
+            + self.logs_queue_full
+            + self.spans_export_failed
+            + self.logs_export_failed
+    }
+}
+
+/// Bounds what sits between `emit` and the end of an export, and counts what it
+/// turns away and what the exporter fails to deliver.
+#[derive(Debug, Default)]
+struct Gate {
+    in_flight: AtomicUsize,
+    limit: usize,
+    queue_full: AtomicU64,
+    export_failed: AtomicU64,
+}
+
+impl Gate {
+    fn new(limit: usize) -> Self {
+        Self {
+            limit: limit.max(1),
+            ..Self::default()
+        }
+    }
+
+    fn enter(&self) -> bool {
+        if self.in_flight.fetch_add(1, Ordering::AcqRel) >= self.limit {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            self.queue_full.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn leave(&self, n: usize, ok: bool) {
+        self.in_flight.fetch_sub(n, Ordering::AcqRel);
+        if !ok {
+            self.export_failed.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct GatedLogs<P> {
+    inner: P,
+    gate: Arc<Gate>,
+}
+
+impl<P: opentelemetry_sdk::logs::LogProcessor> opentelemetry_sdk::logs::LogProcessor
+    for GatedLogs<P>
+{
+    fn emit(
+        &self,
+        data: &mut opentelemetry_sdk::logs::SdkLogRecord,
+        scope: &opentelemetry::InstrumentationScope,
+    ) {
+        if self.gate.enter() {
+            self.inner.emit(data, scope);
+        }
+    }
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+    fn shutdown_with_timeout(&self, t: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(t)
+    }
+    fn event_enabled(
+        &self,
+        level: opentelemetry::logs::Severity,
+        target: &str,
+        name: Option<&str>,
+    ) -> bool {
+        self.inner.event_enabled(level, target, name)
+    }
+    fn set_resource(&mut self, r: &Resource) {
+        self.inner.set_resource(r);
+    }
+}
+
+#[derive(Debug)]
+struct CountedLogs<E> {
+    inner: E,
+    gate: Arc<Gate>,
+}
+
+impl<E: opentelemetry_sdk::logs::LogExporter> opentelemetry_sdk::logs::LogExporter
+    for CountedLogs<E>
+{
+    async fn export(
+        &self,
+        batch: opentelemetry_sdk::logs::LogBatch<'_>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        let n = batch.iter().count();
+        let r = self.inner.export(batch).await;
+        self.gate.leave(n, r.is_ok());
+        r
+    }
+    fn shutdown_with_timeout(&self, t: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(t)
+    }
+    fn event_enabled(
+        &self,
+        level: opentelemetry::logs::Severity,
+        target: &str,
+        name: Option<&str>,
+    ) -> bool {
+        self.inner.event_enabled(level, target, name)
+    }
+    fn set_resource(&mut self, r: &Resource) {
+        self.inner.set_resource(r);
+    }
+}
+
+#[derive(Debug)]
+struct GatedSpans<P> {
+    inner: P,
+    gate: Arc<Gate>,
+}
+
+impl<P: opentelemetry_sdk::trace::SpanProcessor> opentelemetry_sdk::trace::SpanProcessor
+    for GatedSpans<P>
+{
+    fn on_start(&self, span: &mut opentelemetry_sdk::trace::Span, cx: &opentelemetry::Context) {
+        self.inner.on_start(span, cx);
+    }
+    fn on_end(&self, span: opentelemetry_sdk::trace::SpanData) {
+        if self.gate.enter() {
+            self.inner.on_end(span);
+        }
+    }
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+    fn shutdown_with_timeout(&self, t: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(t)
+    }
+    fn set_resource(&mut self, r: &Resource) {
+        self.inner.set_resource(r);
+    }
+}
+
+#[derive(Debug)]
+struct CountedSpans<E> {
+    inner: E,
+    gate: Arc<Gate>,
+}
+
+impl<E: opentelemetry_sdk::trace::SpanExporter> opentelemetry_sdk::trace::SpanExporter
+    for CountedSpans<E>
+{
+    async fn export(
+        &self,
+        batch: Vec<opentelemetry_sdk::trace::SpanData>,
+    ) -> opentelemetry_sdk::error::OTelSdkResult {
+        let n = batch.len();
+        let r = self.inner.export(batch).await;
+        self.gate.leave(n, r.is_ok());
+        r
+    }
+    fn shutdown_with_timeout(&self, t: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.shutdown_with_timeout(t)
+    }
+    fn force_flush(&self) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.inner.force_flush()
+    }
+    fn set_resource(&mut self, r: &Resource) {
+        self.inner.set_resource(r);
+    }
 }
 
 /// Installs the global subscriber. Must run inside a tokio runtime, because the
@@ -123,15 +317,26 @@ pub fn init(service: &str, cfg: &TelemetryConfig) -> Result<Telemetry, Telemetry
             .with_compression(opentelemetry_otlp::Compression::Gzip)
             .build()
             .map_err(err)?;
+        telemetry.spans = Arc::new(Gate::new(cfg.otlp_queue_size));
+        telemetry.logs = Arc::new(Gate::new(cfg.otlp_queue_size));
+        let spans = CountedSpans {
+            inner: spans,
+            gate: telemetry.spans.clone(),
+        };
+        // The gate admits at most `otlp_queue_size`, so the SDK's own queue (sized
+        // with room to spare) never drops behind our count's back.
         let bsp = BatchSpanProcessor::builder(spans)
             .with_batch_config(
                 opentelemetry_sdk::trace::BatchConfigBuilder::default()
-                    .with_max_queue_size(cfg.otlp_queue_size)
+                    .with_max_queue_size(cfg.otlp_queue_size.max(1) * 2)
                     .build(),
             )
             .build();
         let tracer_provider = SdkTracerProvider::builder()
-            .with_span_processor(bsp)
+            .with_span_processor(GatedSpans {
+                inner: bsp,
+                gate: telemetry.spans.clone(),
+            })
             .with_resource(resource.clone())
             .build();
         let tracer = tracer_provider.tracer(service.to_owned());
@@ -149,15 +354,22 @@ pub fn init(service: &str, cfg: &TelemetryConfig) -> Result<Telemetry, Telemetry
             .with_compression(opentelemetry_otlp::Compression::Gzip)
             .build()
             .map_err(err)?;
+        let logs = CountedLogs {
+            inner: logs,
+            gate: telemetry.logs.clone(),
+        };
         let blp = BatchLogProcessor::builder(logs)
             .with_batch_config(
                 opentelemetry_sdk::logs::BatchConfigBuilder::default()
-                    .with_max_queue_size(cfg.otlp_queue_size)
+                    .with_max_queue_size(cfg.otlp_queue_size.max(1) * 2)
                     .build(),
             )
             .build();
         let logger_provider = SdkLoggerProvider::builder()
-            .with_log_processor(blp)
+            .with_log_processor(GatedLogs {
+                inner: blp,
+                gate: telemetry.logs.clone(),
+            })
             .with_resource(resource)
             .build();
         otel_layers.push(
@@ -177,13 +389,52 @@ pub fn init(service: &str, cfg: &TelemetryConfig) -> Result<Telemetry, Telemetry
         .with((!otel_layers.is_empty()).then_some(otel_layers))
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
+    if telemetry.tracer.is_some() && !cfg.otlp_drop_report_interval.is_zero() {
+        telemetry.reporter = Some(tokio::spawn(report_drops(
+            telemetry.spans.clone(),
+            telemetry.logs.clone(),
+            cfg.otlp_drop_report_interval,
+        )));
+    }
     Ok(telemetry)
+}
+
+fn dropped(spans: &Gate, logs: &Gate) -> Dropped {
+    Dropped {
+        spans_queue_full: spans.queue_full.load(Ordering::Relaxed),
+        logs_queue_full: logs.queue_full.load(Ordering::Relaxed),
+        spans_export_failed: spans.export_failed.load(Ordering::Relaxed),
+        logs_export_failed: logs.export_failed.load(Ordering::Relaxed),
+    }
+}
+
+/// Warns whenever the dropped count grew since the last look.
+async fn report_drops(spans: Arc<Gate>, logs: Arc<Gate>, every: Duration) {
+    let mut last = Dropped::default();
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let now = dropped(&spans, &logs);
+        if now != last {
+            tracing::warn!(
+                spans_queue_full = now.spans_queue_full,
+                logs_queue_full = now.logs_queue_full,
+                spans_export_failed = now.spans_export_failed,
+                logs_export_failed = now.logs_export_failed,
+                "telemetry dropped since start (the OTLP collector is slow or absent)"
+            );
+            last = now;
+        }
+    }
 }
 
 impl Telemetry {
     /// Flushes and stops the exporters. Blocks, so async callers run it on a
     /// blocking thread (the exporters' own tasks need the runtime's workers).
     pub fn shutdown(self) {
+        if let Some(r) = &self.reporter {
+            r.abort();
+        }
         if let Some(t) = self.tracer
             && let Err(e) = t.shutdown()
         {
@@ -194,6 +445,22 @@ impl Telemetry {
         {
             eprintln!("log exporter did not flush cleanly: {e}");
         }
+        // The OTLP pipeline is gone now; stdout (and stderr) still reach the log driver.
+        let d = dropped(&self.spans, &self.logs);
+        if d.total() > 0 {
+            tracing::warn!(
+                spans_queue_full = d.spans_queue_full,
+                logs_queue_full = d.logs_queue_full,
+                spans_export_failed = d.spans_export_failed,
+                logs_export_failed = d.logs_export_failed,
+                "telemetry dropped in this process's lifetime"
+            );
+        }
+    }
+
+    /// What could not be exported so far.
+    pub fn dropped(&self) -> Dropped {
+        dropped(&self.spans, &self.logs)
     }
 
     pub fn is_exporting(&self) -> bool {
