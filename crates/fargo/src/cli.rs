@@ -21,6 +21,8 @@ pub struct Cli {
 pub enum Cmd {
     /// Start the whole assembly on this machine, as taskdefs/assembly.json describes it.
     Up(crate::cmd::up::UpArgs),
+    /// Render docker-compose.yml from the task definitions (or --check it).
+    Compose(crate::cmd::compose::ComposeArgs),
     /// Run one sidecar in this process: `fargo sidecar thumbnail serve`.
     #[command(hide = true)]
     Sidecar {
@@ -63,6 +65,7 @@ pub fn main() -> ExitCode {
 async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Up(args) => crate::cmd::up::run(args).await,
+        Cmd::Compose(args) => crate::cmd::compose::run(args).await,
         // Dispatched in `main` before any runtime exists.
         Cmd::Sidecar { .. } => Ok(ExitCode::from(2)),
     }

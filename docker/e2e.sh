@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The Docker part of CI: base images made here (no registry), the four images built from
+# binaries compiled on this host (PREBUILT mode), then the end-to-end test against the
+# real engine (docker/e2e/tests/compose.rs): compose up and wait, one authenticated call
+# per service through the published port, the logging sidecar's records, one on-demand job
+# container per dropped video, and a clean `down`.
+#
+# Usage: docker/e2e.sh [--no-build]     (--no-build: reuse the images already built)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! docker info >/dev/null 2>&1; then
+    echo "e2e.sh: FAIL: the Docker engine is unreachable (docker info: $(docker info 2>&1 | tail -n1))" >&2
+    exit 1
+fi
+
+start=$SECONDS
+if [ "${1:-}" != --no-build ]; then
+    docker/build-images.sh --prebuilt
+    echo "e2e.sh: images built in $((SECONDS - start))s" >&2
+fi
+t=$SECONDS
+cargo test --locked -p fargo-docker-e2e -- --include-ignored --nocapture --test-threads=1
+echo "e2e.sh: end-to-end test took $((SECONDS - t))s; $((SECONDS - start))s in all" >&2
