@@ -16,7 +16,10 @@ fn run(sidecar: &str, config: Option<&std::path::Path>, env: &[(&str, &str)]) ->
         cmd.env(k, v);
     }
     let out = cmd.output().unwrap();
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -25,11 +28,18 @@ fn unknown_key_in_file_is_named_with_the_file() {
     let path = dir.path().join("sidecar.yaml");
     // A free port: if the sidecar bound before validating, it would block here instead.
     let port = fargo_testkit::free_port();
-    std::fs::write(&path, format!("server:\n  listen: 127.0.0.1:{port}\n  grace_periods: 5s\n")).unwrap();
+    std::fs::write(
+        &path,
+        format!("server:\n  listen: 127.0.0.1:{port}\n  grace_periods: 5s\n"),
+    )
+    .unwrap();
     for s in SIDECARS {
         let (code, err) = run(s, Some(&path), &[]);
         assert_eq!(code, 2, "{s}: {err}");
-        assert!(err.contains("grace_periods") && err.contains("sidecar.yaml"), "{s}: {err}");
+        assert!(
+            err.contains("grace_periods") && err.contains("sidecar.yaml"),
+            "{s}: {err}"
+        );
     }
 }
 
@@ -38,16 +48,27 @@ fn wrong_type_from_the_environment_is_named_with_the_variable() {
     for s in SIDECARS {
         let (code, err) = run(s, None, &[("FARGO_SERVER__MAX_MESSAGE_BYTES", "big")]);
         assert_eq!(code, 2, "{s}: {err}");
-        assert!(err.contains("server.max_message_bytes") && err.contains("FARGO_SERVER__MAX_MESSAGE_BYTES"), "{s}: {err}");
+        assert!(
+            err.contains("server.max_message_bytes")
+                && err.contains("FARGO_SERVER__MAX_MESSAGE_BYTES"),
+            "{s}: {err}"
+        );
     }
 }
 
 #[test]
 fn missing_config_file_is_named() {
     for s in SIDECARS {
-        let (code, err) = run(s, Some(std::path::Path::new("/nonexistent/fargo.yaml")), &[]);
+        let (code, err) = run(
+            s,
+            Some(std::path::Path::new("/nonexistent/fargo.yaml")),
+            &[],
+        );
         assert_eq!(code, 2, "{s}: {err}");
-        assert!(err.contains("/nonexistent/fargo.yaml") && err.contains("not found"), "{s}: {err}");
+        assert!(
+            err.contains("/nonexistent/fargo.yaml") && err.contains("not found"),
+            "{s}: {err}"
+        );
     }
 }
 

@@ -8,7 +8,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const PORTS: [(&str, u16); 4] = [("logging", 4317), ("thumbnail", 50061), ("coin-value", 50062), ("auth-proxy", 50051)];
+const PORTS: [(&str, u16); 4] = [
+    ("logging", 4317),
+    ("thumbnail", 50061),
+    ("coin-value", 50062),
+    ("auth-proxy", 50051),
+];
 
 fn root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -27,9 +32,16 @@ fn fargo_up(data: &std::path::Path) -> Child {
 }
 
 fn healthy(port: u16) -> bool {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(fargo_runtime::cli::check_health(SocketAddr::from(([127, 0, 0, 1], port)), "", Duration::from_secs(1)))
-        .unwrap_or(false)
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(fargo_runtime::cli::check_health(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        "",
+        Duration::from_secs(1),
+    ))
+    .unwrap_or(false)
 }
 
 /// Lines of a child's stream, readable with a timeout.
@@ -69,10 +81,19 @@ fn up_runs_the_assembly_refuses_a_second_copy_and_stops_cleanly() {
         }
     }
     assert_eq!(banner.len(), 2, "no banner from fargo up");
-    assert!(banner.iter().any(|l| l.contains("test-dev-key")), "{banner:?}");
-    assert!(banner.iter().any(|l| l.contains("127.0.0.1:50051")), "{banner:?}");
+    assert!(
+        banner.iter().any(|l| l.contains("test-dev-key")),
+        "{banner:?}"
+    );
+    assert!(
+        banner.iter().any(|l| l.contains("127.0.0.1:50051")),
+        "{banner:?}"
+    );
     for (name, port) in PORTS {
-        assert!(healthy(port), "{name} is not SERVING on its task-definition port {port}");
+        assert!(
+            healthy(port),
+            "{name} is not SERVING on its task-definition port {port}"
+        );
     }
 
     // A second copy fails at once, naming a port, and starts nothing.
@@ -85,13 +106,22 @@ fn up_runs_the_assembly_refuses_a_second_copy_and_stops_cleanly() {
     assert!(!second.status.success());
     let msg = String::from_utf8_lossy(&second.stderr);
     assert!(msg.contains("address in use"), "{msg}");
-    assert!(PORTS.iter().any(|(_, p)| msg.contains(&format!("port {p}"))), "{msg}");
+    assert!(
+        PORTS
+            .iter()
+            .any(|(_, p)| msg.contains(&format!("port {p}"))),
+        "{msg}"
+    );
     for (name, port) in PORTS {
         assert!(healthy(port), "{name} hurt by the second start");
     }
 
     // Ctrl-C: everything drains and fargo exits 0.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(first.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let status = loop {
         if let Some(s) = first.try_wait().unwrap() {

@@ -341,4 +341,27 @@ mod tests {
         assert_eq!(parse_grpc_timeout("5x"), None);
         assert_eq!(parse_grpc_timeout(""), None);
     }
+
+    // Over the network a tonic client races its own timer against the server's answer,
+    // so the client's `grpc-timeout` winning over the server default is checked here.
+    #[tokio::test]
+    async fn client_grpc_timeout_wins_when_smaller() {
+        use tower::ServiceExt;
+        let slow = tower::service_fn(|_req: Request<()>| async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<_, std::convert::Infallible>(Response::new(Body::empty()))
+        });
+        let svc = DeadlineLayer {
+            default: Duration::from_secs(30),
+        }
+        .layer(slow);
+        let req = Request::builder()
+            .header("grpc-timeout", "150m")
+            .body(())
+            .unwrap();
+        let res = svc.oneshot(req).await.unwrap();
+        assert_eq!(res.headers().get("grpc-status").unwrap(), "4");
+        let msg = res.headers().get("grpc-message").unwrap().to_str().unwrap();
+        assert!(msg.contains("150"), "{msg}");
+    }
 }

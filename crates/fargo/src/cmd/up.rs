@@ -46,38 +46,44 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     for (name, addr) in &listens {
         check_port_free(name, *addr)?;
     }
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let api_key = args.api_key.clone().unwrap_or_else(random_key);
     let exe = std::env::current_exe().context("locating the fargo executable")?;
 
     let shutdown = fargo_runtime::Shutdown::on_signals();
     let mut running: Vec<Running> = Vec::new();
     let (exit_tx, mut exit_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
-    let result = async {
-        for name in &order {
-            let Some(c) = td.container(name) else { continue };
-            for dep in &c.depends_on {
-                wait_condition(&td, &listens, &running, dep, &shutdown).await?;
+    let result =
+        async {
+            for name in &order {
+                let Some(c) = td.container(name) else {
+                    continue;
+                };
+                for dep in &c.depends_on {
+                    wait_condition(&td, &listens, &running, dep, &shutdown).await?;
+                }
+                let child = spawn(&exe, c, &args, &api_key)?;
+                tracing::debug!(container = %name, "started");
+                running.push(Running {
+                    name: name.clone(),
+                    child,
+                    stop_timeout: Duration::from_secs(
+                        c.stop_timeout.unwrap_or(30).clamp(1, 120) as u64
+                    ),
+                });
             }
-            let child = spawn(&exe, c, &args, &api_key)?;
-            tracing::debug!(container = %name, "started");
-            running.push(Running {
-                name: name.clone(),
-                child,
-                stop_timeout: Duration::from_secs(c.stop_timeout.unwrap_or(30).clamp(1, 120) as u64),
-            });
-        }
-        for name in &order {
-            if let Some(c) = td.container(name)
-                && c.health_check.is_some()
-                && let Some(addr) = listens.get(name)
-            {
-                wait_healthy(name, *addr, health_budget(c), &shutdown).await?;
+            for name in &order {
+                if let Some(c) = td.container(name)
+                    && c.health_check.is_some()
+                    && let Some(addr) = listens.get(name)
+                {
+                    wait_healthy(name, *addr, health_budget(c), &shutdown).await?;
+                }
             }
+            anyhow::Ok(())
         }
-        anyhow::Ok(())
-    }
-    .await;
+        .await;
 
     if let Err(e) = result {
         eprintln!("fargo up: {e:#}");
@@ -89,15 +95,27 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         || "http://127.0.0.1:50051".to_owned(),
         |a| format!("http://{}", fargo_runtime::cli::local_addr(*a)),
     );
-    println!("fargo is up: {} containers from {}", running.len(), args.taskdef.display());
+    println!(
+        "fargo is up: {} containers from {}",
+        running.len(),
+        args.taskdef.display()
+    );
     println!("  endpoint:  {endpoint}");
-    println!("  api key:   {api_key}   (send as the `x-api-key` header; FARGO_API_KEY for fargo's client commands)");
-    println!("  try:       grpcurl -plaintext -H 'x-api-key: {api_key}' {} list", endpoint.trim_start_matches("http://"));
+    println!(
+        "  api key:   {api_key}   (send as the `x-api-key` header; FARGO_API_KEY for fargo's client commands)"
+    );
+    println!(
+        "  try:       grpcurl -plaintext -H 'x-api-key: {api_key}' {} list",
+        endpoint.trim_start_matches("http://")
+    );
     println!("  stop:      Ctrl-C (drains every container, logging last)");
 
     // Watch for a container exiting on its own, which stops the task when it is essential.
-    let essential: HashMap<String, bool> =
-        td.container_definitions.iter().map(|c| (c.name.clone(), c.is_essential())).collect();
+    let essential: HashMap<String, bool> = td
+        .container_definitions
+        .iter()
+        .map(|c| (c.name.clone(), c.is_essential()))
+        .collect();
     let code = loop {
         tokio::select! {
             () = shutdown.wait() => break ExitCode::SUCCESS,
@@ -124,7 +142,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
 
 /// Containers in an order where each comes after everything it depends on.
 pub fn start_order(td: &TaskDefinition) -> anyhow::Result<Vec<String>> {
-    let names: Vec<&str> = td.container_definitions.iter().map(|c| c.name.as_str()).collect();
+    let names: Vec<&str> = td
+        .container_definitions
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
     let mut order: Vec<String> = Vec::new();
     let mut state: HashMap<&str, u8> = HashMap::new(); // 1 = visiting, 2 = done
     fn visit<'a>(
@@ -149,7 +171,10 @@ pub fn start_order(td: &TaskDefinition) -> anyhow::Result<Vec<String>> {
         path.push(name);
         for d in &c.depends_on {
             if td.container(&d.container_name).is_none() {
-                bail!("container `{name}` dependsOn `{}`, which the task definition does not have", d.container_name);
+                bail!(
+                    "container `{name}` dependsOn `{}`, which the task definition does not have",
+                    d.container_name
+                );
             }
             visit(td, &d.container_name, state, order, path)?;
         }
@@ -169,9 +194,12 @@ fn listen_addrs(td: &TaskDefinition) -> anyhow::Result<BTreeMap<String, SocketAd
     let mut out = BTreeMap::new();
     for c in &td.container_definitions {
         if let Some(v) = c.env().get("FARGO_SERVER__LISTEN") {
-            let addr: SocketAddr = v
-                .parse()
-                .with_context(|| format!("container `{}`: FARGO_SERVER__LISTEN `{v}` is not an address", c.name))?;
+            let addr: SocketAddr = v.parse().with_context(|| {
+                format!(
+                    "container `{}`: FARGO_SERVER__LISTEN `{v}` is not an address",
+                    c.name
+                )
+            })?;
             out.insert(c.name.clone(), addr);
         }
     }
@@ -193,14 +221,21 @@ fn random_key() -> String {
     let mut buf = [0u8; 16];
     if getrandom::fill(&mut buf).is_err() {
         // Startup only: fall back to a time-derived key rather than refusing to run locally.
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
         buf = (t.as_nanos() ^ u128::from(std::process::id())).to_le_bytes();
     }
     let hex: String = buf.iter().map(|b| format!("{b:02x}")).collect();
     format!("dev-{hex}")
 }
 
-fn spawn(exe: &std::path::Path, c: &ContainerDefinition, args: &UpArgs, api_key: &str) -> anyhow::Result<Child> {
+fn spawn(
+    exe: &std::path::Path,
+    c: &ContainerDefinition,
+    args: &UpArgs,
+    api_key: &str,
+) -> anyhow::Result<Child> {
     let mut cmd = Command::new(exe);
     cmd.arg("sidecar").arg(&c.name);
     cmd.args(c.command.clone().unwrap_or_else(|| vec!["serve".into()]));
@@ -217,8 +252,14 @@ fn spawn(exe: &std::path::Path, c: &ContainerDefinition, args: &UpArgs, api_key:
         cmd.env(k, v);
     }
     // Its own process group, so Ctrl-C reaches only fargo, which stops containers in order.
-    cmd.process_group(0).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
-    let mut child = cmd.spawn().with_context(|| format!("starting container `{}`", c.name))?;
+    cmd.process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting container `{}`", c.name))?;
     let width = 10;
     if let Some(out) = child.stdout.take() {
         let name = c.name.clone();
@@ -302,7 +343,9 @@ async fn wait_condition(
             let Some(addr) = listens.get(name) else {
                 bail!("`{name}` must be HEALTHY but has no FARGO_SERVER__LISTEN to check");
             };
-            let Some(c) = td.container(name) else { bail!("unknown container `{name}`") };
+            let Some(c) = td.container(name) else {
+                bail!("unknown container `{name}`")
+            };
             wait_healthy(name, *addr, health_budget(c), shutdown).await
         }
         "COMPLETE" | "SUCCESS" => {
@@ -351,7 +394,10 @@ async fn stop_all(running: &mut Vec<Running>) -> bool {
                 clean = false;
             }
             Err(_) => {
-                eprintln!("fargo up: `{}` did not stop within {:?}; killing it", r.name, r.stop_timeout);
+                eprintln!(
+                    "fargo up: `{}` did not stop within {:?}; killing it",
+                    r.name, r.stop_timeout
+                );
                 let _ = r.child.kill().await;
                 clean = false;
             }
@@ -379,10 +425,18 @@ mod tests {
             {"name":"a","dependsOn":[{"containerName":"b","condition":"HEALTHY"}]},
             {"name":"b","dependsOn":[{"containerName":"a","condition":"HEALTHY"}]}]}"#);
         let err = start_order(&cyc).unwrap_err().to_string();
-        assert!(err.contains("cycle") && err.contains("a -> b -> a"), "{err}");
+        assert!(
+            err.contains("cycle") && err.contains("a -> b -> a"),
+            "{err}"
+        );
         let missing = td(r#"{"family":"f","containerDefinitions":[
             {"name":"a","dependsOn":[{"containerName":"zz","condition":"HEALTHY"}]}]}"#);
-        assert!(start_order(&missing).unwrap_err().to_string().contains("zz"));
+        assert!(
+            start_order(&missing)
+                .unwrap_err()
+                .to_string()
+                .contains("zz")
+        );
     }
 
     #[test]
