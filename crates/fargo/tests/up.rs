@@ -135,3 +135,33 @@ fn up_runs_the_assembly_refuses_a_second_copy_and_stops_cleanly() {
         assert!(!healthy(port), "{name} still answering after stop");
     }
 }
+
+/// The printed development key opens the door; no key keeps it shut.
+fn through_the_proxy() {
+    use fargo_proto::coinvalue::v1::coin_value_service_client::CoinValueServiceClient;
+    use fargo_proto::coinvalue::v1::{CountRequest, count_request};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Channel::from_static("http://127.0.0.1:50051")
+            .connect()
+            .await
+            .unwrap();
+        let req = || CountRequest {
+            image: Some(count_request::Image::Data(b"not an image".to_vec())),
+            ..Default::default()
+        };
+        let mut client = CoinValueServiceClient::new(channel);
+        let err = client.count(req()).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+        let mut with_key = tonic::Request::new(req());
+        with_key
+            .metadata_mut()
+            .insert("x-api-key", "test-dev-key".parse().unwrap());
+        let err = client.count(with_key).await.unwrap_err();
+        // Past the proxy: the coin-value service itself judges the bytes.
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    });
+}

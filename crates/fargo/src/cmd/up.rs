@@ -54,36 +54,35 @@ pub async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let shutdown = fargo_runtime::Shutdown::on_signals();
     let mut running: Vec<Running> = Vec::new();
     let (exit_tx, mut exit_rx) = tokio::sync::mpsc::unbounded_channel::<(String, String)>();
-    let result =
-        async {
-            for name in &order {
-                let Some(c) = td.container(name) else {
-                    continue;
-                };
-                for dep in &c.depends_on {
-                    wait_condition(&td, &listens, &running, dep, &shutdown).await?;
-                }
-                let child = spawn(&exe, c, &args, &api_key)?;
-                tracing::debug!(container = %name, "started");
-                running.push(Running {
+    let result = async {
+        for name in &order {
+            let Some(c) = td.container(name) else {
+                continue;
+            };
+            for dep in &c.depends_on {
+                wait_condition(&td, &listens, &running, dep, &shutdown).await?;
+            }
+            let child = spawn(&exe, c, &args, &api_key)?;
+            tracing::debug!(container = %name, "started");
+            running.push(Running {
                     name: name.clone(),
                     child,
                     stop_timeout: Duration::from_secs(
                         c.stop_timeout.unwrap_or(30).clamp(1, 120) as u64
                     ),
                 });
-            }
-            for name in &order {
-                if let Some(c) = td.container(name)
-                    && c.health_check.is_some()
-                    && let Some(addr) = listens.get(name)
-                {
-                    wait_healthy(name, *addr, health_budget(c), &shutdown).await?;
-                }
-            }
-            anyhow::Ok(())
         }
-        .await;
+        for name in &order {
+            if let Some(c) = td.container(name)
+                && c.health_check.is_some()
+                && let Some(addr) = listens.get(name)
+            {
+                wait_healthy(name, *addr, health_budget(c), &shutdown).await?;
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
 
     if let Err(e) = result {
         eprintln!("fargo up: {e:#}");
@@ -248,9 +247,11 @@ fn spawn(
     for (k, v) in c.env() {
         cmd.env(k, v);
     }
-    for (k, v) in local_overrides(&c.name, args, api_key) {
+    for (k, v) in local_overrides(&c.name, api_key) {
         cmd.env(k, v);
     }
+    // Relative storage paths in requests resolve under the local data folder.
+    cmd.current_dir(&args.data_dir);
     // Its own process group, so Ctrl-C reaches only fargo, which stops containers in order.
     cmd.process_group(0)
         .stdin(Stdio::null())
@@ -282,20 +283,14 @@ fn spawn(
     Ok(child)
 }
 
-/// What differs between a local run and the task: storage on the local disk and a
-/// development credential for the auth-proxy.
-fn local_overrides(name: &str, args: &UpArgs, api_key: &str) -> Vec<(String, String)> {
-    let mut env = Vec::new();
+/// What differs between a local run and the task: a development credential for the
+/// auth-proxy (only its hash reaches the process).
+fn local_overrides(name: &str, api_key: &str) -> Vec<(String, String)> {
     if name == "auth-proxy" {
-        env.extend(auth_proxy_dev_env(api_key));
+        auth_proxy::dev_env(api_key)
+    } else {
+        Vec::new()
     }
-    let _ = &args.data_dir;
-    env
-}
-
-fn auth_proxy_dev_env(api_key: &str) -> Vec<(String, String)> {
-    let _ = api_key;
-    Vec::new()
 }
 
 fn health_budget(c: &ContainerDefinition) -> Duration {
