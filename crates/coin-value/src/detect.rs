@@ -1,0 +1,624 @@
+//! Finding coins in a working-size picture, without knowing their size in advance:
+//!
+//! 1. flatten uneven light: a smooth surface fitted robustly to block medians is the
+//!    background; every pixel's colour distance from it, in units of the background's
+//!    own texture, is its "coin-ness" score;
+//! 2. threshold the score (Otsu, never below a noise floor), clean the mask, fill holes;
+//! 3. split touching coins at the peaks of the Euclidean distance transform;
+//! 4. refine every candidate on the picture itself: the strongest colour edge on rays
+//!    from its centre, with a robust circle fit, so soft shadows and blur do not bias
+//!    the diameter; shapes whose edges are not a circle are rejected.
+
+use image::{GrayImage, Luma, RgbImage};
+use imageproc::distance_transform::euclidean_squared_distance_transform;
+use imageproc::region_labelling::{Connectivity, connected_components};
+
+/// One circle found in the working picture.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Circle {
+    pub x: f64,
+    pub y: f64,
+    pub r: f64,
+    /// Share of rays whose edge agrees with the fitted circle (0..1).
+    pub support: f64,
+    /// (R - B) / (R + G + B) of the coin's face: copper is warm, silver near 0.
+    pub warmth: f64,
+    /// HSV saturation of the face's mean colour.
+    pub saturation: f64,
+}
+
+/// Detector tunables; defaults suit phone photos reduced to ~1000 px.
+#[derive(Debug, Clone)]
+pub struct DetectParams {
+    pub rays: usize,
+    /// Smallest coin radius considered, as a fraction of the long side (floored at 4 px).
+    pub min_radius_frac: f64,
+    /// Noise floor of the threshold, in background-texture units.
+    pub min_score: f32,
+}
+
+impl Default for DetectParams {
+    fn default() -> Self {
+        Self {
+            rays: 72,
+            min_radius_frac: 0.006,
+            min_score: 4.0,
+        }
+    }
+}
+
+/// Three float planes of the (slightly blurred) picture.
+struct Planes {
+    w: usize,
+    h: usize,
+    c: [Vec<f32>; 3],
+}
+
+impl Planes {
+    fn from_rgb(img: &RgbImage) -> Self {
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let mut c = [vec![0f32; w * h], vec![0f32; w * h], vec![0f32; w * h]];
+        for (i, p) in img.pixels().enumerate() {
+            for k in 0..3 {
+                c[k][i] = f32::from(p.0[k]);
+            }
+        }
+        Self { w, h, c }
+    }
+
+    /// Bilinear sample of channel `k`; callers keep (x, y) inside the picture.
+    fn sample(&self, k: usize, x: f64, y: f64) -> f32 {
+        let x = x.clamp(0.0, (self.w - 1) as f64);
+        let y = y.clamp(0.0, (self.h - 1) as f64);
+        let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+        let (x1, y1) = ((x0 + 1).min(self.w - 1), (y0 + 1).min(self.h - 1));
+        let (fx, fy) = ((x - x0 as f64) as f32, (y - y0 as f64) as f32);
+        let p = &self.c[k];
+        let a = p[y0 * self.w + x0] * (1.0 - fx) + p[y0 * self.w + x1] * fx;
+        let b = p[y1 * self.w + x0] * (1.0 - fx) + p[y1 * self.w + x1] * fx;
+        a * (1.0 - fy) + b * fy
+    }
+}
+
+/// Finds the coins of `img`.
+pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if w < 8 || h < 8 {
+        return Vec::new();
+    }
+    let blurred = imageproc::filter::gaussian_blur_f32(img, 1.0);
+    let planes = Planes::from_rgb(&blurred);
+    let long = w.max(h) as f64;
+    // The score is taken on a softer copy: coins are tens of pixels wide, table texture
+    // (speckled stone, weave) a few, so averaging lowers the noise far more than the signal.
+    let soft = imageproc::filter::gaussian_blur_f32(img, (long / 500.0).max(1.0) as f32);
+    let score = score(&Planes::from_rgb(&soft));
+    let min_r = (params.min_radius_frac * long).max(4.0);
+
+    let thr = threshold(&score, params.min_score);
+    let mut mask = GrayImage::new(w as u32, h as u32);
+    for (i, &s) in score.iter().enumerate() {
+        if s >= thr {
+            mask.as_mut()[i] = 255;
+        }
+    }
+    let mut mask = imageproc::morphology::open(&mask, imageproc::distance_transform::Norm::LInf, 1);
+    fill_holes(&mut mask);
+
+    if let Ok(dir) = std::env::var("COIN_DEBUG_DIR") {
+        let mut sg = GrayImage::new(w as u32, h as u32);
+        for (o, v) in sg.as_mut().iter_mut().zip(&score) {
+            *o = (v * 8.0).clamp(0.0, 255.0) as u8;
+        }
+        let _ = sg.save(format!("{dir}/score.png"));
+        let _ = mask.save(format!("{dir}/mask.png"));
+        eprintln!("thr {thr}");
+    }
+    let seeds = seeds(&mask, min_r);
+    let mut found: Vec<Circle> = Vec::new();
+    for (sx, sy, sr) in seeds {
+        let Some(c) = refine(&planes, &mask, &score, sx, sy, sr, params.rays, min_r) else {
+            continue;
+        };
+        // Two seeds of one coin refine to the same circle; keep the better supported.
+        if let Some(j) = found
+            .iter()
+            .position(|o| (o.x - c.x).hypot(o.y - c.y) < 0.5 * o.r.max(c.r))
+        {
+            if found[j].support < c.support {
+                found[j] = c;
+            }
+            continue;
+        }
+        found.push(c);
+    }
+    found
+}
+
+/// Per-pixel distance from the fitted background, in background-texture units, in an
+/// opponent colour space: table textures (grain, weave, speckle) are mostly changes of
+/// lightness, so a dark penny on dark wood still stands out in its chroma.
+fn score(p: &Planes) -> Vec<f32> {
+    let (w, h) = (p.w, p.h);
+    let mut opp = Planes {
+        w,
+        h,
+        c: [vec![0f32; w * h], vec![0f32; w * h], vec![0f32; w * h]],
+    };
+    for i in 0..w * h {
+        let (r, g, b) = (p.c[0][i], p.c[1][i], p.c[2][i]);
+        opp.c[0][i] = (r + g + b) / 3.0;
+        opp.c[1][i] = r - g;
+        opp.c[2][i] = (r + g) / 2.0 - b;
+    }
+    let bg = background(&opp);
+    let mut sigma = [0f32; 3];
+    for k in 0..3 {
+        let mut d: Vec<f32> = (0..w * h)
+            .step_by(3)
+            .map(|i| (opp.c[k][i] - bg.eval(k, i % w, i / w)).abs())
+            .collect();
+        sigma[k] = (1.4826 * median(&mut d)).max(1.0);
+    }
+    let mut out = vec![0f32; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            let mut s = 0f32;
+            for k in 0..3 {
+                let d = (opp.c[k][i] - bg.eval(k, x, y)) / sigma[k];
+                s += d * d;
+            }
+            out[i] = s.sqrt();
+        }
+    }
+    out
+}
+
+/// A quadratic surface per channel over normalised coordinates.
+struct Surface {
+    w: usize,
+    h: usize,
+    coef: [[f64; 6]; 3],
+}
+
+impl Surface {
+    fn basis(u: f64, v: f64) -> [f64; 6] {
+        [1.0, u, v, u * u, u * v, v * v]
+    }
+
+    fn uv(&self, x: f64, y: f64) -> (f64, f64) {
+        (
+            2.0 * x / self.w as f64 - 1.0,
+            2.0 * y / self.h as f64 - 1.0,
+        )
+    }
+
+    fn eval(&self, k: usize, x: usize, y: usize) -> f32 {
+        let (u, v) = self.uv(x as f64, y as f64);
+        let b = Self::basis(u, v);
+        b.iter().zip(&self.coef[k]).map(|(a, c)| a * c).sum::<f64>() as f32
+    }
+}
+
+/// Fits the background to block medians, dropping blocks that do not fit (coins,
+/// shadows) by iterated reweighting: scale-free, unlike a fixed-size median filter.
+fn background(p: &Planes) -> Surface {
+    let (w, h) = (p.w, p.h);
+    let bs = (w.max(h) / 40).max(6);
+    let mut blocks: Vec<(f64, f64, [f64; 3])> = Vec::new();
+    let mut buf = Vec::with_capacity(bs * bs);
+    for by in (0..h).step_by(bs) {
+        for bx in (0..w).step_by(bs) {
+            let (x1, y1) = ((bx + bs).min(w), (by + bs).min(h));
+            if (x1 - bx) * (y1 - by) < bs * bs / 4 {
+                continue;
+            }
+            let mut med = [0f64; 3];
+            for (k, m) in med.iter_mut().enumerate() {
+                buf.clear();
+                for y in by..y1 {
+                    buf.extend_from_slice(&p.c[k][y * w + bx..y * w + x1]);
+                }
+                *m = f64::from(median(&mut buf));
+            }
+            blocks.push(((bx + x1) as f64 / 2.0, (by + y1) as f64 / 2.0, med));
+        }
+    }
+    let mut s = Surface {
+        w,
+        h,
+        coef: [[0.0; 6]; 3],
+    };
+    let mut keep = vec![true; blocks.len()];
+    for _ in 0..8 {
+        for k in 0..3 {
+            let mut ata = [[0f64; 6]; 6];
+            let mut atb = [0f64; 6];
+            for (b, _) in blocks.iter().zip(&keep).filter(|(_, k)| **k) {
+                let (u, v) = s.uv(b.0, b.1);
+                let f = Surface::basis(u, v);
+                for i in 0..6 {
+                    for j in 0..6 {
+                        ata[i][j] += f[i] * f[j];
+                    }
+                    atb[i] += f[i] * b.2[k];
+                }
+            }
+            if let Some(c) = solve(ata, atb) {
+                s.coef[k] = c;
+            }
+        }
+        let res: Vec<f64> = blocks
+            .iter()
+            .map(|b| {
+                let (u, v) = s.uv(b.0, b.1);
+                let f = Surface::basis(u, v);
+                (0..3)
+                    .map(|k| {
+                        let e = b.2[k] - f.iter().zip(&s.coef[k]).map(|(a, c)| a * c).sum::<f64>();
+                        e * e
+                    })
+                    .sum::<f64>()
+                    .sqrt()
+            })
+            .collect();
+        let mut kept: Vec<f32> = res
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(r, _)| *r as f32)
+            .collect();
+        let scale = (1.4826 * f64::from(median(&mut kept))).max(2.0);
+        let next: Vec<bool> = res.iter().map(|r| *r <= 2.5 * scale).collect();
+        if next.iter().filter(|k| **k).count() < 6 || next == keep {
+            break;
+        }
+        keep = next;
+    }
+    s
+}
+
+/// Solves a small symmetric system by Gaussian elimination with partial pivoting.
+fn solve<const N: usize>(mut a: [[f64; N]; N], mut b: [f64; N]) -> Option<[f64; N]> {
+    for col in 0..N {
+        let piv = (col..N).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[piv][col].abs() < 1e-12 {
+            return None;
+        }
+        a.swap(col, piv);
+        b.swap(col, piv);
+        for row in col + 1..N {
+            let f = a[row][col] / a[col][col];
+            for k in col..N {
+                a[row][k] -= f * a[col][k];
+            }
+            b[row] -= f * b[col];
+        }
+    }
+    let mut x = [0f64; N];
+    for row in (0..N).rev() {
+        let s: f64 = (row + 1..N).map(|k| a[row][k] * x[k]).sum();
+        x[row] = (b[row] - s) / a[row][row];
+    }
+    Some(x)
+}
+
+fn median(v: &mut [f32]) -> f32 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let mid = v.len() / 2;
+    *v.select_nth_unstable_by(mid, f32::total_cmp).1
+}
+
+/// Otsu's level over the score histogram, never below the noise floor.
+fn threshold(score: &[f32], floor: f32) -> f32 {
+    const BINS: usize = 256;
+    const TOP: f32 = 64.0;
+    let mut hist = [0u64; BINS];
+    for &s in score {
+        let b = ((s / TOP) * (BINS - 1) as f32).clamp(0.0, (BINS - 1) as f32) as usize;
+        hist[b] += 1;
+    }
+    let total: u64 = hist.iter().sum();
+    let sum_all: f64 = hist.iter().enumerate().map(|(i, &c)| i as f64 * c as f64).sum();
+    let (mut w0, mut sum0, mut best, mut best_t) = (0u64, 0f64, -1f64, 0usize);
+    for (t, &c) in hist.iter().enumerate() {
+        w0 += c;
+        sum0 += t as f64 * c as f64;
+        let w1 = total - w0;
+        if w0 == 0 || w1 == 0 {
+            continue;
+        }
+        let m0 = sum0 / w0 as f64;
+        let m1 = (sum_all - sum0) / w1 as f64;
+        let between = w0 as f64 * w1 as f64 * (m0 - m1) * (m0 - m1);
+        if between > best {
+            best = between;
+            best_t = t;
+        }
+    }
+    let otsu = (best_t as f32 + 0.5) / (BINS - 1) as f32 * TOP;
+    // Otsu alone splits bright coins from dim ones when both are present; anything many
+    // texture units from the background is foreground whatever Otsu says.
+    otsu.clamp(floor, 1.25 * floor)
+}
+
+/// Sets to foreground every background region that does not reach the border.
+fn fill_holes(mask: &mut GrayImage) {
+    let (w, h) = (mask.width() as usize, mask.height() as usize);
+    let data = mask.as_mut();
+    let mut outside = vec![false; w * h];
+    let mut stack: Vec<usize> = Vec::new();
+    for x in 0..w {
+        stack.push(x);
+        stack.push((h - 1) * w + x);
+    }
+    for y in 0..h {
+        stack.push(y * w);
+        stack.push(y * w + w - 1);
+    }
+    while let Some(i) = stack.pop() {
+        if outside[i] || data[i] != 0 {
+            continue;
+        }
+        outside[i] = true;
+        let (x, y) = (i % w, i / w);
+        if x > 0 {
+            stack.push(i - 1);
+        }
+        if x + 1 < w {
+            stack.push(i + 1);
+        }
+        if y > 0 {
+            stack.push(i - w);
+        }
+        if y + 1 < h {
+            stack.push(i + w);
+        }
+    }
+    for (d, o) in data.iter_mut().zip(&outside) {
+        if !*o {
+            *d = 255;
+        }
+    }
+}
+
+/// One (x, y, r) seed per coin: distance-transform peaks, strongest first, skipping peaks
+/// inside a coin already seeded (plateaus, shadow crescents).
+fn seeds(mask: &GrayImage, min_r: f64) -> Vec<(f64, f64, f64)> {
+    let (w, h) = (mask.width() as usize, mask.height() as usize);
+    let mut inv = GrayImage::new(w as u32, h as u32);
+    for (o, m) in inv.as_mut().iter_mut().zip(mask.as_raw()) {
+        *o = if *m == 0 { 255 } else { 0 };
+    }
+    let dt2 = euclidean_squared_distance_transform(&inv);
+    let dt: Vec<f64> = dt2.as_raw().iter().map(|v| v.sqrt()).collect();
+    let labels = connected_components(mask, Connectivity::Eight, Luma([0u8]));
+    let nlab = labels.as_raw().iter().copied().max().unwrap_or(0) as usize;
+    let mut lab_max = vec![0f64; nlab + 1];
+    for (l, d) in labels.as_raw().iter().zip(&dt) {
+        let l = *l as usize;
+        if *d > lab_max[l] {
+            lab_max[l] = *d;
+        }
+    }
+    let mut peaks: Vec<(f64, usize, usize, usize)> = Vec::new();
+    for y in 1..h.saturating_sub(1) {
+        for x in 1..w.saturating_sub(1) {
+            let i = y * w + x;
+            let d = dt[i];
+            if d < min_r {
+                continue;
+            }
+            let l = labels.as_raw()[i] as usize;
+            if d < 0.4 * lab_max[l] {
+                continue;
+            }
+            let mut is_max = true;
+            'n: for dy in [-1isize, 0, 1] {
+                for dx in [-1isize, 0, 1] {
+                    let j = (i as isize + dy * w as isize + dx) as usize;
+                    if dt[j] > d {
+                        is_max = false;
+                        break 'n;
+                    }
+                }
+            }
+            if is_max {
+                peaks.push((d, x, y, l));
+            }
+        }
+    }
+    peaks.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let mut out: Vec<(f64, f64, f64)> = Vec::new();
+    for (d, x, y, _) in peaks {
+        let (fx, fy) = (x as f64, y as f64);
+        if out
+            .iter()
+            .any(|&(ox, oy, or)| (ox - fx).hypot(oy - fy) < or.max(0.9 * d))
+        {
+            continue;
+        }
+        out.push((fx, fy, d));
+    }
+    out
+}
+
+/// Fits a circle (cx, cy, r) to points, algebraically (Kåsa).
+fn fit_circle(pts: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
+    if pts.len() < 3 {
+        return None;
+    }
+    let n = pts.len() as f64;
+    let (mx, my) = (
+        pts.iter().map(|p| p.0).sum::<f64>() / n,
+        pts.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let mut a = [[0f64; 3]; 3];
+    let mut b = [0f64; 3];
+    for &(x, y) in pts {
+        let (x, y) = (x - mx, y - my);
+        let f = [x, y, 1.0];
+        let z = -(x * x + y * y);
+        for i in 0..3 {
+            for j in 0..3 {
+                a[i][j] += f[i] * f[j];
+            }
+            b[i] += f[i] * z;
+        }
+    }
+    let [d, e, f] = solve(a, b)?;
+    let (cx, cy) = (-d / 2.0, -e / 2.0);
+    let r2 = cx * cx + cy * cy - f;
+    (r2 > 0.0).then(|| (cx + mx, cy + my, r2.sqrt()))
+}
+
+/// Strongest colour edge on each ray from (cx, cy) between `lo` and `hi`.
+fn ray_edges(p: &Planes, cx: f64, cy: f64, lo: f64, hi: f64, rays: usize) -> Vec<(f64, f64, f64)> {
+    let step = 0.5;
+    let n = ((hi - lo) / step).ceil() as usize + 3;
+    let mut prof = vec![[0f32; 3]; n];
+    let mut out = Vec::with_capacity(rays);
+    for i in 0..rays {
+        let a = i as f64 * std::f64::consts::TAU / rays as f64;
+        let (dx, dy) = (a.cos(), a.sin());
+        // Rays leaving the picture have no edge to find there.
+        let far = (cx + dx * hi, cy + dy * hi);
+        if far.0 < 1.0 || far.1 < 1.0 || far.0 > (p.w - 2) as f64 || far.1 > (p.h - 2) as f64 {
+            continue;
+        }
+        for (j, v) in prof.iter_mut().enumerate() {
+            let t = lo - step + j as f64 * step;
+            let (x, y) = (cx + dx * t, cy + dy * t);
+            *v = [p.sample(0, x, y), p.sample(1, x, y), p.sample(2, x, y)];
+        }
+        let grad = |j: usize| -> f32 {
+            (0..3)
+                .map(|k| (prof[j + 1][k] - prof[j - 1][k]).abs())
+                .sum::<f32>()
+        };
+        let (mut best, mut bj) = (0f32, 0usize);
+        for j in 1..n - 1 {
+            let g = grad(j);
+            if g > best {
+                best = g;
+                bj = j;
+            }
+        }
+        if bj < 2 || bj > n - 3 || best <= 0.0 {
+            continue;
+        }
+        // Parabolic peak for sub-sample position.
+        let (gm, g0, gp) = (grad(bj - 1), best, grad(bj + 1));
+        let den = gm - 2.0 * g0 + gp;
+        let off = if den.abs() > 1e-6 {
+            (0.5 * (gm - gp) / den).clamp(-0.5, 0.5)
+        } else {
+            0.0
+        };
+        let t = lo - step + (bj as f64 + f64::from(off)) * step;
+        out.push((cx + dx * t, cy + dy * t, f64::from(best)));
+    }
+    out
+}
+
+/// Robust circle fit: refit without points far from the current circle.
+fn robust_fit(edges: &[(f64, f64, f64)]) -> Option<((f64, f64, f64), usize, f64)> {
+    let mut pts: Vec<(f64, f64)> = edges.iter().map(|e| (e.0, e.1)).collect();
+    let mut circle = fit_circle(&pts)?;
+    for _ in 0..5 {
+        let all: Vec<(f64, f64)> = edges.iter().map(|e| (e.0, e.1)).collect();
+        let mut res: Vec<f32> = all
+            .iter()
+            .map(|&(x, y)| ((x - circle.0).hypot(y - circle.1) - circle.2).abs() as f32)
+            .collect();
+        let mad = f64::from(median(&mut res.clone()));
+        let tol = (3.0 * 1.4826 * mad).max(1.0).min(0.15 * circle.2);
+        pts = all
+            .into_iter()
+            .zip(res.iter_mut())
+            .filter(|(_, r)| f64::from(**r) <= tol)
+            .map(|(p, _)| p)
+            .collect();
+        circle = fit_circle(&pts)?;
+    }
+    let rms = (pts
+        .iter()
+        .map(|&(x, y)| {
+            let e = (x - circle.0).hypot(y - circle.1) - circle.2;
+            e * e
+        })
+        .sum::<f64>()
+        / pts.len().max(1) as f64)
+        .sqrt();
+    Some((circle, pts.len(), rms))
+}
+
+/// Refines a seed to the coin's rim, or rejects it as not a coin.
+#[allow(clippy::too_many_arguments)]
+fn refine(
+    p: &Planes,
+    mask: &GrayImage,
+    score: &[f32],
+    sx: f64,
+    sy: f64,
+    sr: f64,
+    rays: usize,
+    min_r: f64,
+) -> Option<Circle> {
+    // Wide: a faint coin's seed may be a fragment of it.
+    let edges = ray_edges(p, sx, sy, 0.5 * sr, 1.8 * sr, rays);
+    let ((cx, cy, r), _, _) = robust_fit(&edges)?;
+    if !(0.5 * sr..=1.9 * sr).contains(&r) || (cx - sx).hypot(cy - sy) > 0.8 * sr {
+        return None;
+    }
+    // Second pass centred on the first fit, in a narrow band, for accuracy.
+    let edges = ray_edges(p, cx, cy, 0.8 * r, 1.2 * r, rays);
+    let ((cx, cy, r), kept, rms) = robust_fit(&edges)?;
+    let support = kept as f64 / rays as f64;
+    if r < min_r || support < 0.5 || rms > 0.06 * r {
+        return None;
+    }
+    // The face must be foreground: a ring of edges around background is a hole or a ring.
+    let (w, h) = (mask.width() as i64, mask.height() as i64);
+    let (mut inside, mut fg, mut sc) = (0u32, 0u32, 0f64);
+    let mut sum = [0f64; 3];
+    let ri = (0.7 * r) as i64;
+    for dy in -ri..=ri {
+        for dx in -ri..=ri {
+            if (dx * dx + dy * dy) as f64 > 0.49 * r * r {
+                continue;
+            }
+            let (x, y) = (cx.round() as i64 + dx, cy.round() as i64 + dy);
+            if x < 0 || y < 0 || x >= w || y >= h {
+                continue;
+            }
+            inside += 1;
+            let i = (y * w + x) as usize;
+            if mask.as_raw()[i] != 0 {
+                fg += 1;
+            }
+            sc += f64::from(score[i]);
+            for (k, s) in sum.iter_mut().enumerate() {
+                *s += f64::from(p.c[k][i]);
+            }
+        }
+    }
+    // Faint coins fill little of the mask but still differ from the table on average.
+    if inside == 0 || (f64::from(fg) < 0.6 * f64::from(inside) && sc / f64::from(inside) < 2.5) {
+        return None;
+    }
+    let [mr, mg, mb] = sum.map(|s| s / f64::from(inside));
+    let total = (mr + mg + mb).max(1.0);
+    let (mx, mn) = (mr.max(mg).max(mb), mr.min(mg).min(mb));
+    Some(Circle {
+        x: cx,
+        y: cy,
+        r,
+        support,
+        warmth: (mr - mb) / total,
+        saturation: if mx > 0.0 { (mx - mn) / mx } else { 0.0 },
+    })
+}

@@ -1,0 +1,233 @@
+//! Valuation without a reference coin: the pixels-per-millimetre scale is the one that
+//! best explains every coin at once, from the ratios of their diameters and whether
+//! each is copper or silver. Each coin's cost is a negative log-likelihood (size error,
+//! colour, rarity), capped so one odd object cannot drag the scale.
+
+use crate::detect::Circle;
+
+/// US coins in circulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Denomination {
+    Penny,
+    Nickel,
+    Dime,
+    Quarter,
+    HalfDollar,
+    Dollar,
+}
+
+/// Which colour a denomination has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Metal {
+    Copper,
+    Silver,
+    /// The golden dollar: brass, between the two.
+    Brass,
+}
+
+impl Denomination {
+    pub const ALL: [Denomination; 6] = [
+        Self::Penny,
+        Self::Nickel,
+        Self::Dime,
+        Self::Quarter,
+        Self::HalfDollar,
+        Self::Dollar,
+    ];
+
+    /// Diameter in millimetres (US Mint specifications).
+    pub fn diameter_mm(self) -> f64 {
+        match self {
+            Self::Penny => 19.05,
+            Self::Nickel => 21.21,
+            Self::Dime => 17.91,
+            Self::Quarter => 24.26,
+            Self::HalfDollar => 30.61,
+            Self::Dollar => 26.49,
+        }
+    }
+
+    pub fn cents(self) -> u32 {
+        match self {
+            Self::Penny => 1,
+            Self::Nickel => 5,
+            Self::Dime => 10,
+            Self::Quarter => 25,
+            Self::HalfDollar => 50,
+            Self::Dollar => 100,
+        }
+    }
+
+    fn metal(self) -> Metal {
+        match self {
+            Self::Penny => Metal::Copper,
+            Self::Dollar => Metal::Brass,
+            _ => Metal::Silver,
+        }
+    }
+
+    /// Cost of assuming this coin at all: half dollars and dollars are rare in pockets.
+    fn rarity(self) -> f64 {
+        match self {
+            Self::HalfDollar | Self::Dollar => 3.0,
+            _ => 0.0,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Penny => "1c",
+            Self::Nickel => "5c",
+            Self::Dime => "10c",
+            Self::Quarter => "25c",
+            Self::HalfDollar => "50c",
+            Self::Dollar => "$1",
+        }
+    }
+}
+
+/// Relative size error (log) of one measured diameter.
+const SIGMA: f64 = 0.025;
+/// Cost past which a coin counts as "fits nothing" (~4.5 sigma).
+const OUTLIER: f64 = 10.0;
+
+/// A valued coin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Valued {
+    pub denomination: Option<Denomination>,
+    pub confidence: f64,
+    pub diameter_mm: f64,
+}
+
+/// The scale chosen and every coin valued at it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Valuation {
+    /// Working-image pixels per millimetre.
+    pub px_per_mm: f64,
+    pub coins: Vec<Valued>,
+}
+
+/// Probability that each coin is copper: a logistic on its warmth around a threshold
+/// taken from the gap between warm and cool coins when the picture shows both, so a
+/// colour cast of the light moves the threshold with it.
+fn copper_probability(coins: &[Circle]) -> Vec<f64> {
+    const DEFAULT: f64 = 0.12;
+    let mut w: Vec<f64> = coins.iter().map(|c| c.warmth).collect();
+    w.sort_by(f64::total_cmp);
+    let mut thr = DEFAULT;
+    if let Some((gap, mid)) = w
+        .windows(2)
+        .map(|p| (p[1] - p[0], (p[0] + p[1]) / 2.0))
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+    {
+        if gap >= 0.06 && (0.05..=0.25).contains(&mid) {
+            thr = mid;
+        }
+    }
+    coins
+        .iter()
+        .map(|c| {
+            let z = (c.warmth - thr) / 0.02;
+            (1.0 / (1.0 + (-z).exp())).clamp(0.01, 0.99)
+        })
+        .collect()
+}
+
+/// Cost of coin `d_px` (with copper probability `pc`) being `den` at scale `s`.
+fn cost(d_px: f64, pc: f64, den: Denomination, s: f64) -> f64 {
+    let e = (d_px / s / den.diameter_mm()).ln() / SIGMA;
+    let colour = match den.metal() {
+        Metal::Copper => -pc.ln(),
+        Metal::Silver => -(1.0 - pc).ln(),
+        // Brass reads as either; never as likely as the right metal.
+        Metal::Brass => -(0.15f64).ln(),
+    };
+    0.5 * e * e + colour + den.rarity()
+}
+
+fn coin_cost(d_px: f64, pc: f64, s: f64) -> (f64, Option<Denomination>) {
+    let mut best = (OUTLIER, None);
+    for den in Denomination::ALL {
+        let c = cost(d_px, pc, den, s);
+        if c < best.0 {
+            best = (c, Some(den));
+        }
+    }
+    best
+}
+
+/// Chooses the scale and values every coin; `long_side` (working pixels) gives a weak
+/// prior for pictures whose coins are all one size, where ratios cannot decide.
+pub fn value(coins: &[Circle], long_side: f64) -> Valuation {
+    if coins.is_empty() {
+        return Valuation {
+            px_per_mm: 0.0,
+            coins: Vec::new(),
+        };
+    }
+    let pc = copper_probability(coins);
+    let d: Vec<f64> = coins.iter().map(|c| 2.0 * c.r).collect();
+    // A phone photo of coins on a table frames about 15-40 cm across.
+    let prior = |s: f64| {
+        let z = (long_side / s / 220.0).ln() / 0.8;
+        0.5 * z * z
+    };
+    let total = |s: f64| -> f64 { d.iter().zip(&pc).map(|(&d, &p)| coin_cost(d, p, s).0).sum::<f64>() + prior(s) };
+    // The optimum sits where some coin is exactly some denomination, or between such
+    // points; try them all, then polish with assignments fixed.
+    let mut best = (f64::INFINITY, 1.0);
+    for &di in &d {
+        for den in Denomination::ALL {
+            let s = di / den.diameter_mm();
+            let t = total(s);
+            if t < best.0 {
+                best = (t, s);
+            }
+        }
+    }
+    let mut s = best.1;
+    for _ in 0..4 {
+        // Least squares of log-scale over coins that fit something.
+        let (mut num, mut n) = (0.0, 0.0);
+        for (&di, &p) in d.iter().zip(&pc) {
+            if let (c, Some(den)) = coin_cost(di, p, s) {
+                if c < OUTLIER {
+                    num += (di / den.diameter_mm()).ln();
+                    n += 1.0;
+                }
+            }
+        }
+        if n == 0.0 {
+            break;
+        }
+        let s2 = (num / n).exp();
+        if total(s2) <= total(s) {
+            s = s2;
+        } else {
+            break;
+        }
+    }
+    let coins = d
+        .iter()
+        .zip(&pc)
+        .map(|(&di, &p)| {
+            let (_, den) = coin_cost(di, p, s);
+            let confidence = den.map_or(0.0, |den| {
+                let mine = (-cost(di, p, den, s)).exp();
+                let all: f64 = Denomination::ALL
+                    .iter()
+                    .map(|&o| (-cost(di, p, o, s)).exp())
+                    .sum::<f64>()
+                    + (-OUTLIER).exp();
+                mine / all
+            });
+            Valued {
+                denomination: den,
+                confidence,
+                diameter_mm: di / s,
+            }
+        })
+        .collect();
+    Valuation { px_per_mm: s, coins }
+}
