@@ -23,6 +23,18 @@ pub enum Cmd {
     Up(crate::cmd::up::UpArgs),
     /// Render docker-compose.yml from the task definitions (or --check it).
     Compose(crate::cmd::compose::ComposeArgs),
+    /// Fill the placeholders of a task, service or scaling definition and print it.
+    Render(crate::cmd::render::RenderArgs),
+    /// Check definitions offline: the ECS API model and the Fargate rules.
+    Lint(crate::cmd::lint::LintArgs),
+    /// Show what deploy would change in the registered task definition and the service.
+    Diff(crate::cmd::diff::DiffArgs),
+    /// Register the task definition, roll out the service, apply scaling, wait, roll back on failure.
+    Deploy(crate::cmd::deploy::DeployArgs),
+    /// Run a one-off task (the thumbnail job) and exit with its container's exit code.
+    RunTask(crate::cmd::run_task::RunTaskArgs),
+    /// The service's deployments, counts, tasks and recent events.
+    Status(crate::cmd::status::StatusArgs),
     /// Run one sidecar in this process: `fargo sidecar thumbnail serve`.
     #[command(hide = true)]
     Sidecar {
@@ -66,6 +78,12 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Up(args) => crate::cmd::up::run(args).await,
         Cmd::Compose(args) => crate::cmd::compose::run(args).await,
+        Cmd::Render(args) => crate::cmd::render::run(args),
+        Cmd::Lint(args) => crate::cmd::lint::run(args),
+        Cmd::Diff(args) => crate::cmd::diff::run(args).await,
+        Cmd::Deploy(args) => crate::cmd::deploy::run(args).await,
+        Cmd::RunTask(args) => crate::cmd::run_task::run(args).await,
+        Cmd::Status(args) => crate::cmd::status::run(args).await,
         // Dispatched in `main` before any runtime exists.
         Cmd::Sidecar { .. } => Ok(ExitCode::from(2)),
     }

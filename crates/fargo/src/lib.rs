@@ -2,7 +2,9 @@
 //! and hosts every sidecar binary (`sidecar NAME ...`) so one build runs them all.
 //! Each subcommand lives in its own module under `cmd/`.
 
+pub mod aws;
 pub mod cli;
 pub mod client;
 pub mod cmd;
+pub mod lint;
 pub mod taskdef;
