@@ -33,7 +33,21 @@ pub struct CloudWatch {
 
 impl CloudWatch {
     pub async fn new(cfg: &CloudWatchConfig) -> Self {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+        // rustls on ring, as in fargo's deploy client: the SDK's default TLS needs a long C build.
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .http_client(http)
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(std::time::Duration::from_secs(3))
+                    .operation_attempt_timeout(std::time::Duration::from_secs(20))
+                    .build(),
+            )
+            // The delivery loop retries with its own backoff and deadline.
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(2));
         if let Some(region) = &cfg.region {
             loader = loader.region(aws_config::Region::new(region.clone()));
         }

@@ -27,6 +27,10 @@ pub struct Sidecar {
 impl Sidecar {
     pub async fn start(config: Config) -> Sidecar {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(listener, config).await
+    }
+
+    pub async fn start_on(listener: tokio::net::TcpListener, config: Config) -> Sidecar {
         let addr = listener.local_addr().unwrap();
         let shutdown = Shutdown::new();
         let task = tokio::spawn(logging::serve(listener, config, shutdown.wait()));
