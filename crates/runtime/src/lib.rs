@@ -13,6 +13,7 @@ pub mod health;
 pub mod layers;
 pub mod server;
 pub mod shutdown;
+pub mod storage;
 pub mod telemetry;
 
 pub use config::{ConfigError, ServerConfig, Sidecar};

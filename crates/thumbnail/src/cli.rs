@@ -1,4 +1,4 @@
-//! `thumbnail serve | healthcheck`.
+//! `thumbnail serve | healthcheck | job`.
 
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -20,6 +20,8 @@ struct Cli {
 enum Cmd {
     #[command(flatten)]
     Common(Common),
+    /// Run once: extract the thumbnail(s) of one video, write them, exit (0 on success).
+    Job(crate::job::JobArgs),
 }
 
 /// Entry point of the `thumbnail` binary (and of `fargo sidecar thumbnail`).
@@ -33,6 +35,7 @@ where
         Err(code) => return code,
     };
     match cli.cmd {
+        Cmd::Job(args) => crate::job::run(args),
         Cmd::Common(c) => {
             cli::run_common::<crate::Config, _, _, _>(c, |l, cfg, s| crate::serve(l, cfg, s.wait()))
         }

@@ -1,0 +1,1036 @@
+//! The one engine both modes use: open the input, seek to the keyframe at or before
+//! each position, decode forward to the frame `ffmpeg -ss T -i IN -frames:v 1` would
+//! write, rotate as the display matrix says, scale, encode. Blocking: callers run it on
+//! a blocking thread and bound how many run at once.
+//!
+//! Frames go through a libavfilter graph built like the CLI's (autorotate filters, then
+//! `scale` with bicubic, output RGB24), so the pixels match the CLI's for the same size.
+
+use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use ff::format::Pixel;
+use ff::{Rational, codec, filter, format, frame, media};
+use ffmpeg_next as ff;
+
+use crate::encode::{self, ImageFormat};
+use crate::position::Position;
+
+/// How the frame for a position is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// The frame shown at the position, as the `ffmpeg` CLI's input seek picks it.
+    #[default]
+    Accurate,
+    /// The keyframe at or before the position: no decoding past it.
+    Keyframe,
+    /// From the position on, the first frame that is not black or nearly uniform.
+    Representative,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fit {
+    /// Inside the box, aspect preserved.
+    #[default]
+    Contain,
+    /// Fill the box, aspect preserved, the overflow cropped from the centre.
+    Cover,
+}
+
+/// Target size: 0 means "from the other side, aspect preserved" or, both 0, the source size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Size {
+    pub width: u32,
+    pub height: u32,
+    pub fit: Fit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpriteSpec {
+    pub frames: u32,
+    pub columns: u32,
+    /// Width of one tile; its height follows the aspect.
+    pub tile_width: u32,
+}
+
+/// What to extract from one input.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// As asked (for the response) and parsed.
+    pub positions: Vec<(String, Position)>,
+    pub mode: Mode,
+    pub format: ImageFormat,
+    /// 1-100; 0 means the format's default.
+    pub quality: u8,
+    pub size: Size,
+    pub sprite: Option<SpriteSpec>,
+}
+
+/// Resource bounds of one extraction.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest decoded frame (width x height) accepted; beyond it the input is refused
+    /// before any frame is decoded.
+    pub max_frame_pixels: u64,
+    /// Largest image produced (thumbnail or sprite sheet).
+    pub max_output_pixels: u64,
+    /// Decoder threads; 1 disables threading.
+    pub decoder_threads: usize,
+    /// Frames examined past the position in representative mode.
+    pub representative_scan: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_pixels: 8192 * 4320,
+            max_output_pixels: 16_777_216,
+            decoder_threads: 2,
+            representative_scan: 90,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Thumb {
+    pub position: String,
+    pub frame_time: f64,
+    pub width: u32,
+    pub height: u32,
+    pub image: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sprite {
+    pub image: Vec<u8>,
+    pub columns: u32,
+    pub rows: u32,
+    pub tile_width: u32,
+    pub tile_height: u32,
+    /// Start and end (seconds) of the span each tile previews, in tile order.
+    pub spans: Vec<(f64, f64)>,
+}
+
+impl Sprite {
+    /// A WebVTT storyboard whose cues point into `sprite_name` with `#xywh=`.
+    pub fn webvtt(&self, sprite_name: &str) -> String {
+        let mut out = String::from("WEBVTT\n");
+        for (i, (start, end)) in self.spans.iter().enumerate() {
+            let i = i as u32;
+            let (x, y) = (
+                (i % self.columns) * self.tile_width,
+                (i / self.columns) * self.tile_height,
+            );
+            out.push_str(&format!(
+                "\n{} --> {}\n{sprite_name}#xywh={x},{y},{},{}\n",
+                vtt_time(*start),
+                vtt_time(*end),
+                self.tile_width,
+                self.tile_height
+            ));
+        }
+        out
+    }
+}
+
+fn vtt_time(s: f64) -> String {
+    let ms = (s * 1000.0).round().max(0.0) as u64;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub thumbnails: Vec<Thumb>,
+    pub sprite: Option<Sprite>,
+    pub duration: Option<f64>,
+}
+
+/// Why an input gave no image; each names the input.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{input}: not found")]
+    NotFound { input: String },
+    #[error("{input}: {reason}")]
+    Invalid { input: String, reason: String },
+    #[error("{input}: no video stream (the file has only audio, subtitles or data)")]
+    NoVideo { input: String },
+    #[error(
+        "{input}: the video is {width}x{height}, more than the {max} pixels a frame may have here"
+    )]
+    FrameTooLarge {
+        input: String,
+        width: u32,
+        height: u32,
+        max: u64,
+    },
+    #[error("{input}: position {position} is past the end of the video ({detail})")]
+    PastEnd {
+        input: String,
+        position: String,
+        detail: String,
+    },
+    #[error("{input}: {reason}")]
+    Unsupported { input: String, reason: String },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{input}: {reason}")]
+    Internal { input: String, reason: String },
+}
+
+static INIT: Once = Once::new();
+
+/// Initialises FFmpeg once and keeps its own logging quiet: errors reach callers as
+/// [`EngineError`]s with the input named, not as lines on stderr.
+pub fn init() {
+    INIT.call_once(|| {
+        let _ = ff::init();
+        ff::util::log::set_level(ff::util::log::Level::Fatal);
+    });
+}
+
+const AV_TIME_BASE: i64 = 1_000_000;
+
+/// `a * b / c` rounded to nearest, halves away from zero (FFmpeg's `AV_ROUND_NEAR_INF`).
+fn rescale(a: i64, b: i64, c: i64) -> i64 {
+    let (n, c) = (i128::from(a) * i128::from(b), i128::from(c.max(1)));
+    let r = if n >= 0 {
+        (n + c / 2) / c
+    } else {
+        -((-n + c / 2) / c)
+    };
+    r as i64
+}
+
+fn us_to_tb(us: i64, tb: Rational) -> i64 {
+    rescale(
+        us,
+        i64::from(tb.denominator()),
+        AV_TIME_BASE * i64::from(tb.numerator()),
+    )
+}
+
+fn tb_to_secs(ts: i64, tb: Rational) -> f64 {
+    ts as f64 * f64::from(tb.numerator()) / f64::from(tb.denominator())
+}
+
+/// One item of work in decode order.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Thumb(usize),
+    Tile(usize),
+}
+
+struct Picked {
+    frame: frame::Video,
+    ts: i64,
+}
+
+/// Extracts what `req` asks from `input` (a path or URL FFmpeg opens itself);
+/// `name` is how errors refer to it. Checks `cancel` between packets.
+pub fn extract(
+    input: &str,
+    name: &str,
+    req: &Request,
+    limits: &Limits,
+    cancel: &AtomicBool,
+) -> Result<Output, EngineError> {
+    init();
+    let invalid = |reason: String| EngineError::Invalid {
+        input: name.to_owned(),
+        reason,
+    };
+    let mut opts = ff::Dictionary::new();
+    // Network inputs: give up on a stalled server rather than hold a decode slot forever.
+    opts.set("rw_timeout", "30000000");
+    let mut ictx = format::input_with_dictionary(input, opts).map_err(|e| open_error(name, e))?;
+
+    let stream = ictx
+        .streams()
+        .filter(|s| s.parameters().medium() == media::Type::Video)
+        .filter(|s| {
+            !s.disposition()
+                .contains(format::stream::Disposition::ATTACHED_PIC)
+        })
+        .max_by_key(|s| {
+            // The CLI's choice among several video streams is the largest; so is ours.
+            let (w, h) = dimensions(&s.parameters());
+            u64::from(w) * u64::from(h)
+        })
+        .ok_or_else(|| EngineError::NoVideo {
+            input: name.to_owned(),
+        })?;
+    let index = stream.index();
+    let tb = stream.time_base();
+    let display = display_matrix(&stream);
+    let params = stream.parameters();
+    let video_delay = has_video_delay(&params);
+    drop(stream);
+
+    // Refuse a huge stream before the decoder allocates anything for it.
+    let (w, h) = dimensions(&params);
+    check_size(name, w, h, limits)?;
+    let mut ctx = codec::Context::from_parameters(params)
+        .map_err(|e| invalid(format!("cannot read the video stream's parameters: {e}")))?;
+    if limits.decoder_threads > 1 {
+        ctx.set_threading(codec::threading::Config {
+            kind: codec::threading::Type::Frame,
+            count: limits.decoder_threads,
+            safe: false,
+        });
+    }
+    let mut decoder = ctx
+        .decoder()
+        .video()
+        .map_err(|e| EngineError::Unsupported {
+            input: name.to_owned(),
+            reason: format!("FFmpeg has no decoder for this video codec: {e}"),
+        })?;
+
+    let start_us = match start_time(&ictx) {
+        t if t == ff::ffi::AV_NOPTS_VALUE => 0,
+        t => t,
+    };
+    let duration_us = (ictx.duration() > 0).then(|| ictx.duration());
+    let seek_to_pts = ictx.format().flags_contains_seek_to_pts();
+
+    // Resolve every position, then work through them in time order.
+    let mut items: Vec<(i64, Target)> = Vec::new();
+    for (i, (text, pos)) in req.positions.iter().enumerate() {
+        let us = pos.resolve(duration_us).ok_or_else(|| {
+            invalid(format!(
+                "position `{text}` is a percentage but the file does not say how long it is"
+            ))
+        })?;
+        if let Some(d) = duration_us
+            && us >= d
+            && !matches!(pos, Position::Percent(p) if *p >= 100.0)
+        {
+            return Err(EngineError::PastEnd {
+                input: name.to_owned(),
+                position: text.clone(),
+                detail: format!("the video is {:.3} s long", d as f64 / 1e6),
+            });
+        }
+        items.push((us, Target::Thumb(i)));
+    }
+    let mut spans = Vec::new();
+    if let Some(sp) = req.sprite {
+        let d = duration_us.ok_or_else(|| {
+            invalid("a sprite sheet needs the duration, and the file does not say it".into())
+        })?;
+        for j in 0..sp.frames {
+            let (a, b) = (
+                d * i64::from(j) / i64::from(sp.frames),
+                d * i64::from(j + 1) / i64::from(sp.frames),
+            );
+            spans.push((a as f64 / 1e6, b as f64 / 1e6));
+            items.push(((a + b) / 2, Target::Tile(j as usize)));
+        }
+    }
+    items.sort_by_key(|(us, _)| *us);
+
+    let mut session = Session {
+        ictx: &mut ictx,
+        decoder: &mut decoder,
+        index,
+        cancel,
+        eof_sent: false,
+        drained: false,
+        bad_packets: 0,
+        last_ts: None,
+    };
+    let mut thumbs: Vec<Option<Thumb>> = vec![None; req.positions.len()];
+    let mut tiles: Vec<Option<frame::Video>> = vec![None; spans.len()];
+    let mut main_graph: Option<Pipeline> = None;
+    let mut tile_graph: Option<Pipeline> = None;
+    let mut picked: Option<Picked> = None;
+    let main_chain = chain(&display, req.size);
+    let tile_chain = req.sprite.map(|sp| {
+        chain(
+            &display,
+            Size {
+                width: sp.tile_width,
+                height: 0,
+                fit: Fit::Contain,
+            },
+        )
+    });
+
+    for (us, target) in items {
+        let want = us_to_tb(us + start_us, tb);
+        let mode = if matches!(target, Target::Tile(_)) && req.mode == Mode::Representative {
+            Mode::Accurate
+        } else {
+            req.mode
+        };
+        let reuse = picked
+            .as_ref()
+            .is_some_and(|p| p.ts >= want && mode != Mode::Keyframe);
+        if !reuse {
+            let mut seek_us = us + start_us;
+            if !seek_to_pts && video_delay {
+                // The CLI backs off by 3/23 s when timestamps may be reordered; so do we,
+                // so both land on the same keyframe (it matters for open GOPs).
+                seek_us -= 3 * AV_TIME_BASE / 23;
+            }
+            let need_seek = mode == Mode::Keyframe
+                || match session.last_ts {
+                    None => true,
+                    Some(cur) => {
+                        want < cur || session.keyframe_after(cur, us_to_tb(seek_us, tb), tb)
+                    }
+                };
+            if need_seek {
+                session.seek(seek_us)?;
+            }
+            let frame = match mode {
+                Mode::Keyframe => session.next_frame(name)?.map(|f| {
+                    let ts = f.timestamp().unwrap_or(want);
+                    Picked { frame: f, ts }
+                }),
+                Mode::Accurate => session.frame_at(name, want)?,
+                Mode::Representative => session.representative(
+                    name,
+                    want,
+                    limits.representative_scan,
+                    &mut main_graph,
+                    &main_chain,
+                    tb,
+                )?,
+            };
+            let Some(frame) = frame else {
+                let detail = match (session.last_ts, duration_us) {
+                    (Some(last), Some(d))
+                        if session.bad_packets == 0
+                            && tb_to_secs(last, tb) + 1.0 < d as f64 / 1e6 =>
+                    {
+                        return Err(invalid(format!(
+                            "the data ends at {:.3} s but the file says it lasts {:.3} s: truncated?",
+                            tb_to_secs(last, tb),
+                            d as f64 / 1e6
+                        )));
+                    }
+                    (Some(last), _) if session.bad_packets > 0 => {
+                        return Err(invalid(format!(
+                            "corrupt video data: no decodable frame after {:.3} s",
+                            tb_to_secs(last, tb)
+                        )));
+                    }
+                    (None, _) => {
+                        return Err(invalid(
+                            "no frame could be decoded: the file is corrupt or truncated".into(),
+                        ));
+                    }
+                    (Some(last), _) => {
+                        format!("the last frame is at {:.3} s", tb_to_secs(last, tb))
+                    }
+                };
+                let position = match target {
+                    Target::Thumb(i) => req.positions[i].0.clone(),
+                    Target::Tile(j) => format!("{:.3} (sprite tile {j})", us as f64 / 1e6),
+                };
+                return Err(EngineError::PastEnd {
+                    input: name.to_owned(),
+                    position,
+                    detail,
+                });
+            };
+            picked = Some(frame);
+        }
+        let Some(p) = picked.as_ref() else { continue };
+        check_size(name, p.frame.width(), p.frame.height(), limits)?;
+        match target {
+            Target::Thumb(i) => {
+                let rgb = Pipeline::run(&mut main_graph, &main_chain, &p.frame, tb, name)?;
+                check_output(name, &rgb, limits)?;
+                let image = encode::encode(&rgb, req.format, req.quality)
+                    .map_err(|reason| internal(name, reason))?;
+                thumbs[i] = Some(Thumb {
+                    position: req.positions[i].0.clone(),
+                    frame_time: tb_to_secs(p.ts, tb) - start_us as f64 / 1e6,
+                    width: rgb.width(),
+                    height: rgb.height(),
+                    image,
+                });
+            }
+            Target::Tile(j) => {
+                let chain = tile_chain.as_deref().unwrap_or("null");
+                tiles[j] = Some(Pipeline::run(&mut tile_graph, chain, &p.frame, tb, name)?);
+            }
+        }
+    }
+
+    let sprite = match req.sprite {
+        Some(sp) => Some(build_sprite(name, sp, tiles, spans, req, limits)?),
+        None => None,
+    };
+    Ok(Output {
+        thumbnails: thumbs.into_iter().flatten().collect(),
+        sprite,
+        duration: duration_us.map(|d| d as f64 / 1e6),
+    })
+}
+
+fn internal(name: &str, reason: String) -> EngineError {
+    EngineError::Internal {
+        input: name.to_owned(),
+        reason,
+    }
+}
+
+fn check_size(name: &str, w: u32, h: u32, limits: &Limits) -> Result<(), EngineError> {
+    if u64::from(w) * u64::from(h) > limits.max_frame_pixels {
+        return Err(EngineError::FrameTooLarge {
+            input: name.to_owned(),
+            width: w,
+            height: h,
+            max: limits.max_frame_pixels,
+        });
+    }
+    Ok(())
+}
+
+fn check_output(name: &str, f: &frame::Video, limits: &Limits) -> Result<(), EngineError> {
+    if u64::from(f.width()) * u64::from(f.height()) > limits.max_output_pixels {
+        return Err(EngineError::Invalid {
+            input: name.to_owned(),
+            reason: format!(
+                "the image would be {}x{}, more than the {} pixels allowed",
+                f.width(),
+                f.height(),
+                limits.max_output_pixels
+            ),
+        });
+    }
+    Ok(())
+}
+
+fn open_error(name: &str, e: ff::Error) -> EngineError {
+    let input = name.to_owned();
+    match e {
+        ff::Error::HttpNotFound => EngineError::NotFound { input },
+        ff::Error::Other { errno } if errno == libc_enoent() => EngineError::NotFound { input },
+        ff::Error::InvalidData => EngineError::Invalid {
+            input,
+            reason: "not a video file FFmpeg can read (unknown format or corrupt header)".into(),
+        },
+        ff::Error::Eof => EngineError::Invalid {
+            input,
+            reason: "empty or truncated before the first frame".into(),
+        },
+        ff::Error::HttpForbidden | ff::Error::HttpUnauthorized => EngineError::Invalid {
+            input,
+            reason: "the server refused access".into(),
+        },
+        ff::Error::ProtocolNotFound => EngineError::Invalid {
+            input,
+            reason: "unsupported URL scheme".into(),
+        },
+        other => EngineError::Invalid {
+            input,
+            reason: format!(
+                "FFmpeg cannot open it as a video (an unsupported or invalid stream, such as a frame size FFmpeg refuses): {other}"
+            ),
+        },
+    }
+}
+
+const fn libc_enoent() -> i32 {
+    2
+}
+
+/// The decode state of one input.
+struct Session<'a> {
+    ictx: &'a mut format::context::Input,
+    decoder: &'a mut ff::decoder::Video,
+    index: usize,
+    cancel: &'a AtomicBool,
+    eof_sent: bool,
+    drained: bool,
+    /// Packets the decoder refused; non-zero means the input is at least partly corrupt.
+    bad_packets: u32,
+    /// Timestamp of the last frame decoded.
+    last_ts: Option<i64>,
+}
+
+impl Session<'_> {
+    fn seek(&mut self, seek_us: i64) -> Result<(), EngineError> {
+        // Like the CLI: any keyframe up to the timestamp, the latest one.
+        let _ = self.ictx.seek(seek_us, ..seek_us);
+        self.decoder.flush();
+        self.eof_sent = false;
+        self.drained = false;
+        self.last_ts = None;
+        Ok(())
+    }
+
+    /// True when the index has a keyframe after `cur` and at or before `target`, so a
+    /// seek skips decoding; without an index, when the gap is long.
+    fn keyframe_after(&self, cur: i64, target: i64, tb: Rational) -> bool {
+        match index_keyframe_before(self.ictx, self.index, target) {
+            Some(k) => k > cur,
+            None => tb_to_secs(target - cur, tb) > 10.0,
+        }
+    }
+
+    fn next_frame(&mut self, name: &str) -> Result<Option<frame::Video>, EngineError> {
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Err(EngineError::Cancelled);
+            }
+            let mut f = frame::Video::empty();
+            match self.decoder.receive_frame(&mut f) {
+                Ok(()) => {
+                    if let Some(ts) = f.timestamp() {
+                        self.last_ts = Some(ts);
+                    }
+                    return Ok(Some(f));
+                }
+                Err(ff::Error::Eof) => {
+                    self.drained = true;
+                    return Ok(None);
+                }
+                Err(ff::Error::Other { errno }) if errno == EAGAIN => {}
+                Err(_) => {
+                    // A frame that failed to decode; the CLI skips it, and so do we.
+                    self.bad_packets += 1;
+                    if self.bad_packets > 1000 {
+                        return Err(EngineError::Invalid {
+                            input: name.to_owned(),
+                            reason: "too many undecodable frames: the video is corrupt".into(),
+                        });
+                    }
+                    continue;
+                }
+            }
+            if self.drained || self.eof_sent {
+                // Sent EOF and still EAGAIN: nothing more will come.
+                return Ok(None);
+            }
+            let mut pkt = ff::Packet::empty();
+            match pkt.read(self.ictx) {
+                Ok(()) => {
+                    if pkt.stream() == self.index {
+                        // Frames are drained before each send, so EAGAIN cannot happen here.
+                        if self.decoder.send_packet(&pkt).is_err() {
+                            self.bad_packets += 1;
+                        }
+                    }
+                }
+                Err(ff::Error::Eof) => {
+                    let _ = self.decoder.send_eof();
+                    self.eof_sent = true;
+                }
+                Err(ff::Error::InvalidData) => {
+                    self.bad_packets += 1;
+                    if self.bad_packets > 1000 {
+                        return Err(EngineError::Invalid {
+                            input: name.to_owned(),
+                            reason: "the container is corrupt".into(),
+                        });
+                    }
+                }
+                Err(e) => {
+                    // A read error mid-file (truncated, network): treat as the end.
+                    tracing::debug!(input = name, error = %e, "read error, treating as end of input");
+                    self.bad_packets += 1;
+                    let _ = self.decoder.send_eof();
+                    self.eof_sent = true;
+                }
+            }
+        }
+    }
+
+    /// The first frame whose timestamp is at or after `want`.
+    fn frame_at(&mut self, name: &str, want: i64) -> Result<Option<Picked>, EngineError> {
+        while let Some(f) = self.next_frame(name)? {
+            if let Some(ts) = f.timestamp()
+                && ts >= want
+            {
+                return Ok(Some(Picked { frame: f, ts }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first frame at or after `want` that is not nearly uniform, looking at most
+    /// `scan` frames on; failing that, the most detailed frame seen.
+    fn representative(
+        &mut self,
+        name: &str,
+        want: i64,
+        scan: u32,
+        graph: &mut Option<Pipeline>,
+        chain: &str,
+        tb: Rational,
+    ) -> Result<Option<Picked>, EngineError> {
+        let Some(first) = self.frame_at(name, want)? else {
+            return Ok(None);
+        };
+        let mut best: Option<(f64, Picked)> = None;
+        let mut cur = Some(first);
+        let mut seen = 0u32;
+        while let Some(p) = cur.take() {
+            // Sample every third frame: neighbours are near copies.
+            if seen % 3 == 0 {
+                let rgb = Pipeline::run(graph, chain, &p.frame, tb, name)?;
+                let (mean, sd) = luma_stats(&rgb);
+                if sd >= UNIFORM_SD && (BLACK_MEAN..=WHITE_MEAN).contains(&mean) {
+                    return Ok(Some(p));
+                }
+                if best.as_ref().is_none_or(|(s, _)| sd > *s) {
+                    best = Some((sd, p));
+                }
+            }
+            seen += 1;
+            if seen >= scan {
+                break;
+            }
+            cur = self
+                .next_frame(name)?
+                .and_then(|f| f.timestamp().map(|ts| Picked { frame: f, ts }));
+        }
+        Ok(best.map(|(_, p)| p))
+    }
+}
+
+/// Below this luma standard deviation a frame counts as uniform (a fade, a title card).
+const UNIFORM_SD: f64 = 12.0;
+const BLACK_MEAN: f64 = 24.0;
+const WHITE_MEAN: f64 = 235.0;
+
+/// Mean and standard deviation of the luma of an RGB24 frame, on a sparse grid.
+pub fn luma_stats(rgb: &frame::Video) -> (f64, f64) {
+    let (w, h, stride) = (rgb.width() as usize, rgb.height() as usize, rgb.stride(0));
+    let data = rgb.data(0);
+    let (mut n, mut sum, mut sq) = (0f64, 0f64, 0f64);
+    for y in (0..h).step_by(4) {
+        let row = &data[y * stride..y * stride + w * 3];
+        for px in row.chunks_exact(3).step_by(4) {
+            let l = (77 * u32::from(px[0]) + 150 * u32::from(px[1]) + 29 * u32::from(px[2])) >> 8;
+            let l = f64::from(l);
+            n += 1.0;
+            sum += l;
+            sq += l * l;
+        }
+    }
+    if n == 0.0 {
+        return (0.0, 0.0);
+    }
+    let mean = sum / n;
+    (mean, (sq / n - mean * mean).max(0.0).sqrt())
+}
+
+const EAGAIN: i32 = 11;
+
+/// A filter graph from decoded frames to RGB24, rebuilt when the input changes shape.
+struct Pipeline {
+    graph: filter::Graph,
+    key: (u32, u32, Pixel),
+}
+
+impl Pipeline {
+    fn run(
+        slot: &mut Option<Pipeline>,
+        chain: &str,
+        frame: &frame::Video,
+        tb: Rational,
+        name: &str,
+    ) -> Result<frame::Video, EngineError> {
+        let key = (frame.width(), frame.height(), frame.format());
+        if slot.as_ref().is_none_or(|p| p.key != key) {
+            *slot = Some(Pipeline {
+                graph: build_graph(frame, tb, chain).map_err(|e| {
+                    internal(
+                        name,
+                        format!(
+                            "cannot build the filter graph `{chain}` for a {}x{} {:?} frame: {e}",
+                            frame.width(),
+                            frame.height(),
+                            frame.format()
+                        ),
+                    )
+                })?,
+                key,
+            });
+        }
+        let Some(p) = slot.as_mut() else {
+            return Err(internal(name, "no filter graph".into()));
+        };
+        let fail = |e: ff::Error| internal(name, format!("filtering failed: {e}"));
+        p.graph
+            .get("in")
+            .ok_or_else(|| internal(name, "filter graph lost its input".into()))?
+            .source()
+            // The source takes the frame's buffers; hand it a new reference (no copy)
+            // so a frame picked for several positions stays whole.
+            .add(&frame.clone())
+            .map_err(fail)?;
+        let mut out = frame::Video::empty();
+        p.graph
+            .get("out")
+            .ok_or_else(|| internal(name, "filter graph lost its output".into()))?
+            .sink()
+            .frame(&mut out)
+            .map_err(fail)?;
+        Ok(out)
+    }
+}
+
+fn build_graph(
+    frame: &frame::Video,
+    tb: Rational,
+    chain: &str,
+) -> Result<filter::Graph, ff::Error> {
+    let mut g = filter::Graph::new();
+    let sar = frame.aspect_ratio();
+    let (sn, sd) = if sar.numerator() > 0 && sar.denominator() > 0 {
+        (sar.numerator(), sar.denominator())
+    } else {
+        (1, 1)
+    };
+    let pix: ff::ffi::AVPixelFormat = frame.format().into();
+    let args = format!(
+        "video_size={}x{}:pix_fmt={}:time_base={}/{}:pixel_aspect={sn}/{sd}",
+        frame.width(),
+        frame.height(),
+        pix as i32,
+        tb.numerator(),
+        tb.denominator().max(1),
+    );
+    let buffer = filter::find("buffer").ok_or(ff::Error::FilterNotFound)?;
+    let sink = filter::find("buffersink").ok_or(ff::Error::FilterNotFound)?;
+    g.add(&buffer, "in", &args)?;
+    let mut out = g.add(&sink, "out", "")?;
+    out.set_pixel_format(Pixel::RGB24);
+    g.output("in", 0)?.input("out", 0)?.parse(chain)?;
+    g.validate()?;
+    Ok(g)
+}
+
+/// The filters the `ffmpeg` CLI inserts for a display matrix (its `autorotate`), then
+/// the scale for `size`; bicubic, the CLI's default, so pixels match.
+fn chain(display: &Option<[i32; 9]>, size: Size) -> String {
+    let mut parts: Vec<String> = rotation_filters(display);
+    let scale = match (size.width, size.height, size.fit) {
+        (0, 0, _) => "scale=flags=bicubic".to_owned(),
+        (w, 0, _) => format!("scale=w={w}:h=-1:flags=bicubic"),
+        (0, h, _) => format!("scale=w=-1:h={h}:flags=bicubic"),
+        (w, h, Fit::Contain) => {
+            format!("scale=w={w}:h={h}:force_original_aspect_ratio=decrease:flags=bicubic")
+        }
+        (w, h, Fit::Cover) => format!(
+            "scale=w={w}:h={h}:force_original_aspect_ratio=increase:flags=bicubic,crop=w={w}:h={h}"
+        ),
+    };
+    parts.push(scale);
+    parts.join(",")
+}
+
+/// FFmpeg 5.1's `get_rotation` and the filters `ffmpeg_filter.c` inserts for it.
+fn rotation_filters(display: &Option<[i32; 9]>) -> Vec<String> {
+    let Some(m) = display else {
+        return Vec::new();
+    };
+    let theta = rotation_degrees(m);
+    let mut out = Vec::new();
+    if (theta - 90.0).abs() < 1.0 {
+        out.push(
+            if m[3] > 0 {
+                "transpose=cclock_flip"
+            } else {
+                "transpose=clock"
+            }
+            .to_owned(),
+        );
+    } else if (theta - 180.0).abs() < 1.0 {
+        if m[0] < 0 {
+            out.push("hflip".to_owned());
+        }
+        if m[4] < 0 {
+            out.push("vflip".to_owned());
+        }
+    } else if (theta - 270.0).abs() < 1.0 {
+        out.push(
+            if m[3] < 0 {
+                "transpose=clock_flip"
+            } else {
+                "transpose=cclock"
+            }
+            .to_owned(),
+        );
+    } else if theta.abs() > 1.0 {
+        out.push(format!("rotate={}", theta.to_radians()));
+    } else if theta.abs() < 1.0 && m[4] < 0 {
+        out.push("vflip".to_owned());
+    }
+    out
+}
+
+/// Clockwise rotation in degrees, 0..360, as `get_rotation` computes it.
+fn rotation_degrees(m: &[i32; 9]) -> f64 {
+    let conv = |x: i32| f64::from(x) / 65536.0;
+    let s0 = conv(m[0]).hypot(conv(m[3]));
+    let s1 = conv(m[1]).hypot(conv(m[4]));
+    let rot = -(conv(m[1]) / s1).atan2(conv(m[0]) / s0).to_degrees();
+    let mut theta = -rot.round();
+    theta -= 360.0 * (theta / 360.0 + 0.9 / 360.0).floor();
+    theta
+}
+
+fn display_matrix(stream: &format::stream::Stream<'_>) -> Option<[i32; 9]> {
+    stream
+        .side_data()
+        .find(|sd| sd.kind() == codec::packet::side_data::Type::DisplayMatrix)
+        .and_then(|sd| {
+            let d = sd.data();
+            (d.len() >= 36).then(|| {
+                let mut m = [0i32; 9];
+                for (i, v) in m.iter_mut().enumerate() {
+                    let b = [d[i * 4], d[i * 4 + 1], d[i * 4 + 2], d[i * 4 + 3]];
+                    *v = i32::from_ne_bytes(b);
+                }
+                m
+            })
+        })
+}
+
+fn build_sprite(
+    name: &str,
+    sp: SpriteSpec,
+    tiles: Vec<Option<frame::Video>>,
+    spans: Vec<(f64, f64)>,
+    req: &Request,
+    limits: &Limits,
+) -> Result<Sprite, EngineError> {
+    let tiles: Vec<frame::Video> = tiles.into_iter().flatten().collect();
+    let Some(first) = tiles.first() else {
+        return Err(internal(name, "no sprite tile decoded".into()));
+    };
+    let (tw, th) = (first.width(), first.height());
+    let columns = sp.columns.clamp(1, sp.frames.max(1));
+    let rows = (tiles.len() as u32).div_ceil(columns);
+    let (w, h) = (tw * columns, th * rows);
+    if u64::from(w) * u64::from(h) > limits.max_output_pixels {
+        return Err(EngineError::Invalid {
+            input: name.to_owned(),
+            reason: format!(
+                "the sprite sheet would be {w}x{h}, more than the {} pixels allowed",
+                limits.max_output_pixels
+            ),
+        });
+    }
+    let mut sheet = frame::Video::new(Pixel::RGB24, w, h);
+    let stride = sheet.stride(0);
+    let data = sheet.data_mut(0);
+    data.fill(0);
+    for (i, t) in tiles.iter().enumerate() {
+        let (cx, cy) = ((i as u32 % columns) * tw, (i as u32 / columns) * th);
+        let (cw, ch) = (t.width().min(tw) as usize, t.height().min(th) as usize);
+        let ts = t.stride(0);
+        let src = t.data(0);
+        for y in 0..ch {
+            let d0 = (cy as usize + y) * stride + cx as usize * 3;
+            data[d0..d0 + cw * 3].copy_from_slice(&src[y * ts..y * ts + cw * 3]);
+        }
+    }
+    let image = encode::encode(&sheet, req.format, req.quality).map_err(|r| internal(name, r))?;
+    Ok(Sprite {
+        image,
+        columns,
+        rows,
+        tile_width: tw,
+        tile_height: th,
+        spans,
+    })
+}
+
+// The few FFmpeg fields ffmpeg-next does not expose. Each read is of a plain field of a
+// live object owned by the safe wrapper borrowed here.
+#[allow(unsafe_code)]
+mod raw {
+    use super::*;
+
+    /// Coded width and height from the stream's parameters, before any decoder opens.
+    pub(super) fn dimensions(p: &codec::Parameters) -> (u32, u32) {
+        // SAFETY: `as_ptr` is a valid AVCodecParameters for the lifetime of `p`.
+        let (w, h) = unsafe { ((*p.as_ptr()).width, (*p.as_ptr()).height) };
+        (w.max(0) as u32, h.max(0) as u32)
+    }
+
+    /// The container's `start_time` (AV_TIME_BASE units), which `-ss` is relative to.
+    pub(super) fn start_time(ictx: &format::context::Input) -> i64 {
+        // SAFETY: `as_ptr` is the context's own live AVFormatContext.
+        unsafe { (*ictx.as_ptr()).start_time }
+    }
+
+    /// `codecpar->video_delay`: non-zero when frames are reordered (B-frames).
+    pub(super) fn has_video_delay(p: &codec::Parameters) -> bool {
+        // SAFETY: `as_ptr` is a valid AVCodecParameters for the lifetime of `p`.
+        unsafe { (*p.as_ptr()).video_delay > 0 }
+    }
+
+    /// Timestamp of the index's keyframe at or before `ts` (stream time base), if any.
+    pub(super) fn index_keyframe_before(
+        ictx: &format::context::Input,
+        stream: usize,
+        ts: i64,
+    ) -> Option<i64> {
+        // SAFETY: the stream index comes from this context's own stream list, and the
+        // returned entry points into the stream's index, read before any other call.
+        unsafe {
+            let ctx = ictx.as_ptr();
+            let st = *(*ctx).streams.add(stream);
+            let entry = ff::ffi::avformat_index_get_entry_from_timestamp(
+                st,
+                ts,
+                ff::ffi::AVSEEK_FLAG_BACKWARD as i32,
+            );
+            (!entry.is_null()).then(|| (*entry).timestamp)
+        }
+    }
+
+    pub(super) trait SeekToPts {
+        fn flags_contains_seek_to_pts(&self) -> bool;
+    }
+
+    impl SeekToPts for format::format::Input {
+        fn flags_contains_seek_to_pts(&self) -> bool {
+            // SAFETY: a demuxer description is static data.
+            unsafe { (*self.as_ptr()).flags & ff::ffi::AVFMT_SEEK_TO_PTS as i32 != 0 }
+        }
+    }
+}
+
+use raw::{SeekToPts, dimensions, has_video_delay, index_keyframe_before, start_time};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_matches_the_cli() {
+        // av_display_rotation_set(m, 90) as written by `-display_rotation 90` / phones.
+        let m90 = [0, -65536, 0, 65536, 0, 0, 0, 0, 1 << 30];
+        assert_eq!(rotation_degrees(&m90), 270.0);
+        assert_eq!(rotation_filters(&Some(m90)), vec!["transpose=cclock"]);
+        let m270 = [0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30];
+        assert_eq!(rotation_filters(&Some(m270)), vec!["transpose=clock"]);
+        let id = [65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30];
+        assert!(rotation_filters(&Some(id)).is_empty());
+    }
+
+    #[test]
+    fn rescale_rounds_like_ffmpeg() {
+        assert_eq!(rescale(2_500_000, 12800, 1_000_000), 32000);
+        assert_eq!(rescale(1, 1, 2), 1);
+        assert_eq!(rescale(-1, 1, 2), -1);
+        assert_eq!(vtt_time(62.5), "00:01:02.500");
+    }
+}
