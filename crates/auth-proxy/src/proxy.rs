@@ -187,15 +187,32 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
         .unwrap_or("")
         .to_owned();
     let grpc_web = ct.starts_with("application/grpc-web");
+    let started = Instant::now();
+    let path: String = req.uri().path().chars().take(200).collect();
     let mut resp = if req.method() == Method::OPTIONS && origin.is_some() {
         preflight()
     } else {
-        match route_call(&shared, &state, req, &ct, grpc_web).await {
+        match route_call(&shared, &state, req, &ct, grpc_web)
+            .await
+            .map_err(|e| (e, path))
+        {
             Ok(r) => r,
-            Err(e) => {
-                if !matches!(e, ProxyError::MissingCredentials) {
-                    tracing::debug!(error = %e, "call refused");
-                }
+            Err((e, path)) => {
+                // Refusals get an access record too; the message never holds a credential.
+                let principal = match &e {
+                    ProxyError::Forbidden { principal, .. } => principal.as_str(),
+                    _ => "-",
+                };
+                tracing::info!(
+                    target: "auth_proxy::access",
+                    principal,
+                    method = %path,
+                    upstream = "-",
+                    grpc_status = e.code() as i32,
+                    latency_us = started.elapsed().as_micros() as u64,
+                    error = %e,
+                    "call refused"
+                );
                 e.into_response(grpc_web)
             }
         }

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use fargo_runtime::health::{HealthState, ServingStatus};
+use fargo_runtime::Shutdown as Stop;
 use fargo_runtime::layers::TraceLayer;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -14,34 +15,11 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tokio_util_like::Stop;
 
 use crate::config::Config;
 use crate::error::Error;
 use crate::proxy::{Proxy, Shared};
 use crate::state::State;
-
-/// A tiny stop flag the background tasks select on.
-mod tokio_util_like {
-    use std::sync::Arc;
-    use tokio::sync::watch;
-
-    #[derive(Clone, Debug)]
-    pub struct Stop(Arc<watch::Sender<bool>>);
-
-    impl Stop {
-        pub fn new() -> Self {
-            Self(Arc::new(watch::channel(false).0))
-        }
-        pub fn trigger(&self) {
-            self.0.send_replace(true);
-        }
-        pub async fn wait(&self) {
-            let mut rx = self.0.subscribe();
-            let _ = rx.wait_for(|v| *v).await;
-        }
-    }
-}
 
 fn local_routes(config: &Config, health: &HealthState) -> Result<tonic::service::Routes, Error> {
     use tonic::server::NamedService;
