@@ -35,6 +35,10 @@ pub enum Cmd {
     RunTask(crate::cmd::run_task::RunTaskArgs),
     /// The service's deployments, counts, tasks and recent events.
     Status(crate::cmd::status::StatusArgs),
+    /// Thumbnail(s) of a video from the running app: `fargo thumb VIDEO --at 12.5 -o OUT.png`.
+    Thumb(crate::cmd::thumb::ThumbArgs),
+    /// Launch one thumbnail job per new video in a folder or S3 prefix (local, docker or ecs).
+    Watch(crate::cmd::watch::WatchArgs),
     /// Run one sidecar in this process: `fargo sidecar thumbnail serve`.
     #[command(hide = true)]
     Sidecar {
@@ -84,6 +88,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Deploy(args) => crate::cmd::deploy::run(args).await,
         Cmd::RunTask(args) => crate::cmd::run_task::run(args).await,
         Cmd::Status(args) => crate::cmd::status::run(args).await,
+        Cmd::Thumb(args) => crate::cmd::thumb::run(args).await,
+        Cmd::Watch(args) => crate::cmd::watch::run(args).await,
         // Dispatched in `main` before any runtime exists.
         Cmd::Sidecar { .. } => Ok(ExitCode::from(2)),
     }

@@ -6,5 +6,6 @@ pub mod aws;
 pub mod cli;
 pub mod client;
 pub mod cmd;
+pub mod invoker;
 pub mod lint;
 pub mod taskdef;

@@ -8,3 +8,5 @@ pub mod lint;
 pub mod render;
 pub mod run_task;
 pub mod status;
+pub mod thumb;
+pub mod watch;

@@ -1,0 +1,93 @@
+//! The local invoker: one job per new video, a failing job reported with its exit
+//! code and reason, nothing launched twice (also across restarts, via the state file).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+fn make_video(path: &Path, seconds: u32) {
+    let s = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+        ])
+        .arg(format!("testsrc2=size=160x120:rate=25:duration={seconds}"))
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+        ])
+        .arg(path)
+        .status()
+        .expect("ffmpeg CLI missing: apt-get install ffmpeg");
+    assert!(s.success());
+}
+
+fn watch_once(input: &Path, output: &Path, state: &Path) -> (i32, String, String) {
+    let o = Command::new(env!("CARGO_BIN_EXE_fargo"))
+        .args(["watch", "--once", "--at", "1"])
+        .arg(input)
+        .arg("-o")
+        .arg(output)
+        .arg("--state")
+        .arg(state)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn local_invoker_launches_once_per_video_and_reports_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, output, state) = (
+        dir.path().join("in"),
+        dir.path().join("out"),
+        dir.path().join("state"),
+    );
+    std::fs::create_dir_all(&input).unwrap();
+    make_video(&input.join("a.mp4"), 2);
+    make_video(&input.join("b.mp4"), 2);
+    std::fs::write(input.join("broken.mp4"), b"not a video at all").unwrap();
+    std::fs::write(input.join("notes.txt"), b"ignored: not a video name").unwrap();
+
+    let (code, out, err) = watch_once(&input, &output, &state);
+    assert_eq!(code, 1, "a failed job makes --once fail: {out}{err}");
+    assert!(err.contains("3 launched, 1 failed"), "{err}");
+    assert!(output.join("a.png").is_file() && output.join("b.png").is_file());
+    let failed: Vec<&str> = out.lines().filter(|l| l.starts_with("FAILED")).collect();
+    assert_eq!(failed.len(), 1, "{out}");
+    assert!(
+        failed[0].contains("broken.mp4") && failed[0].contains("exit 3"),
+        "{}",
+        failed[0]
+    );
+    assert!(
+        failed[0].contains("not a video file"),
+        "the job's reason is reported: {}",
+        failed[0]
+    );
+
+    // Nothing new: nothing launched, even though this is a new process.
+    let (code, out, err) = watch_once(&input, &output, &state);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("0 launched"), "{err}");
+
+    // One new video: exactly one job.
+    make_video(&input.join("c.mp4"), 2);
+    let (code, out, err) = watch_once(&input, &output, &state);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("1 launched, 0 failed"), "{err}");
+    assert!(output.join("c.png").is_file());
+}
