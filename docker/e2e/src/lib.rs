@@ -53,15 +53,31 @@ pub fn compose_program() -> Result<Vec<String>, String> {
 pub struct Stack {
     pub project: String,
     program: Vec<String>,
+    /// `-f` arguments: the repository's docker-compose.yml, then any overrides.
+    files: Vec<String>,
     env: Vec<(String, String)>,
     down: bool,
 }
 
 impl Stack {
-    pub fn new(project: &str, env: Vec<(String, String)>) -> Result<Self, String> {
+    /// A project of docker-compose.yml merged with `overrides` (Compose's `-f a -f b`).
+    pub fn new(
+        project: &str,
+        overrides: &[PathBuf],
+        env: Vec<(String, String)>,
+    ) -> Result<Self, String> {
+        let mut files = vec![
+            "-f".to_owned(),
+            repo_root().join("docker-compose.yml").display().to_string(),
+        ];
+        for o in overrides {
+            files.push("-f".into());
+            files.push(o.display().to_string());
+        }
         Ok(Self {
             project: project.to_owned(),
             program: compose_program()?,
+            files,
             env,
             down: false,
         })
@@ -75,6 +91,7 @@ impl Stack {
     {
         let mut cmd = Command::new(&self.program[0]);
         cmd.args(&self.program[1..])
+            .args(&self.files)
             .args(["-p", &self.project])
             .args(args)
             .current_dir(repo_root())
@@ -92,11 +109,7 @@ impl Stack {
         if out.status.success() {
             Ok(text(&out.stdout))
         } else {
-            Err(format!(
-                "{}{}",
-                text(&out.stderr),
-                text(&out.stdout)
-            ))
+            Err(format!("{}{}", text(&out.stderr), text(&out.stdout)))
         }
     }
 
@@ -104,6 +117,7 @@ impl Stack {
     pub fn up(&self, timeout: Duration) -> Result<String, String> {
         let root = repo_root();
         let out = run(Command::new(root.join("docker/compose-up.sh"))
+            .args(&self.files)
             .args(["-p", &self.project, "--timeout"])
             .arg(timeout.as_secs().to_string())
             .current_dir(&root)

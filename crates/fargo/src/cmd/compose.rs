@@ -14,6 +14,9 @@
 //!   `memoryReservation` → `mem_reservation`; `memory` → `mem_limit`; `user`,
 //!   `readonlyRootFilesystem`, `command`, `entryPoint`, `environment` carry over.
 //! - `secrets` become environment variables passed through from the caller's environment.
+//! - Task `volumes` and container `mountPoints`: a volume with `host.sourcePath` becomes a
+//!   bind mount, any other (Fargate's ephemeral task storage, EFS) a named volume shared by
+//!   the containers that mount it, as the task's volume is.
 //! - `essential` becomes the label `fargo.essential`.
 //! - `${NAME}` placeholders become Compose variables: IMAGE_REPO and IMAGE_TAG default to
 //!   the local image names `docker/build-images.sh` builds, any other must be set.
@@ -76,6 +79,14 @@ pub enum ComposeError {
         container: String,
         condition: String,
     },
+    #[error(
+        "{family}: container `{container}` mounts volume `{volume}`, which the task does not define"
+    )]
+    UnknownVolume {
+        family: String,
+        container: String,
+        volume: String,
+    },
     #[error("{family}: container `{container}` has no image")]
     NoImage { family: String, container: String },
     #[error("cannot write YAML: {0}")]
@@ -104,8 +115,9 @@ pub async fn run(args: ComposeArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     match &args.output {
-        Some(path) => std::fs::write(path, &text)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        Some(path) => {
+            std::fs::write(path, &text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
         None => print!("{text}"),
     }
     Ok(ExitCode::SUCCESS)
@@ -150,10 +162,11 @@ pub fn render(
     sources: &[String],
 ) -> Result<String, ComposeError> {
     let mut services = Mapping::new();
+    let mut volumes = Mapping::new();
     let owner = network_owner(task)?;
     let limits = TaskLimits::of(task);
     for c in &task.container_definitions {
-        let mut svc = service(task, c, &limits)?;
+        let mut svc = service(task, c, &limits, &mut volumes)?;
         if c.name == owner {
             let ports = task
                 .container_definitions
@@ -186,36 +199,42 @@ pub fn render(
     for job in jobs {
         let limits = TaskLimits::of(job);
         for c in &job.container_definitions {
-            let mut svc = service(job, c, &limits)?;
+            let mut svc = service(job, c, &limits, &mut volumes)?;
             svc.insert("profiles".into(), Value::Sequence(vec!["job".into()]));
-            svc.insert(
-                "volumes".into(),
-                Value::Sequence(vec![Value::from(format!(
-                    "${{FARGO_DATA:-./data}}:{DATA_MOUNT}"
-                ))]),
-            );
+            let data = Value::from(format!("${{FARGO_DATA:-./data}}:{DATA_MOUNT}"));
+            match svc.get_mut("volumes") {
+                Some(Value::Sequence(v)) => v.push(data),
+                _ => {
+                    svc.insert("volumes".into(), Value::Sequence(vec![data]));
+                }
+            }
             services.insert(Value::from(c.name.clone()), Value::Mapping(svc));
         }
     }
     let mut root = Mapping::new();
     root.insert("services".into(), Value::Mapping(services));
+    if !volumes.is_empty() {
+        root.insert("volumes".into(), Value::Mapping(volumes));
+    }
     let body = yaml11_safe(&serde_yaml::to_string(&Value::Mapping(root))?);
     Ok(format!("{}{body}", header(task, &owner, sources)))
 }
 
 /// Quotes the plain scalars YAML 1.1 reads as booleans (`no`, `on`, `y`...): serde_yaml
 /// writes YAML 1.2, where they are strings, but docker-compose v1 parses with PyYAML.
+/// (`true`/`false` strings serde_yaml already quotes; a plain `true` is a real boolean.)
 fn yaml11_safe(yaml: &str) -> String {
-    const BOOLS: [&str; 22] = [
-        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off",
-        "Off", "OFF", "true", "True", "TRUE", "false", "False", "FALSE",
+    const BOOLS: [&str; 16] = [
+        "y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO", "on", "On", "ON", "off", "Off",
+        "OFF",
     ];
     let mut out = String::with_capacity(yaml.len());
     for line in yaml.lines() {
-        let split = line
-            .rfind(": ")
-            .map(|i| i + 2)
-            .or_else(|| line.trim_start().starts_with("- ").then(|| line.find("- ").map_or(0, |i| i + 2)));
+        let split = line.rfind(": ").map(|i| i + 2).or_else(|| {
+            line.trim_start()
+                .starts_with("- ")
+                .then(|| line.find("- ").map_or(0, |i| i + 2))
+        });
         match split {
             Some(i) if BOOLS.contains(&&line[i..]) => {
                 out.push_str(&line[..i]);
@@ -255,11 +274,17 @@ fn header(task: &TaskDefinition, owner: &str, sources: &[String]) -> String {
 #
 # The on-demand thumbnail job (profile `job`) reads and writes ./data, mounted at {DATA_MOUNT}
 # (FARGO_DATA overrides the host folder; it must be writable by uid 10001). Drop a video
-# into ./data/in and either start one job by hand:
-#   docker compose run --rm thumbnail-job --input {DATA_MOUNT}/in/clip.mp4 --at 1 --output {DATA_MOUNT}/out/
+# into ./data/in and either start one job by hand, with the overrides ECS would get:
+#   docker compose run --rm -e INPUT_VIDEO_FILE_URL={DATA_MOUNT}/in/clip.mp4 \\
+#     -e POSITION_TIME_DURATION=1 -e OUTPUT_S3_PATH={DATA_MOUNT}/out -e OUTPUT_THUMBS_FILE_NAME=clip.png thumbnail-job
 # or let the invoker watch the folder and start one container per new video through the
 # Docker Engine API (its Docker launcher backend), with the same image, command,
 # environment and mount as this service.
+#
+# Credentials: the auth-proxy reads API keys and access rules from FARGO_* variables; add
+# yours in an override file (docker compose -f docker-compose.yml -f mine.yml up), e.g.
+#   services: {{auth-proxy: {{environment: {{FARGO_API_KEYS__ME__HASH: 'sha256:<hex>',
+#     FARGO_ACCESS__ME__PRINCIPALS: me, FARGO_ACCESS__ME__METHODS: '*'}}}}}}
 ",
         sources = sources.join(" and "),
         family = task.family,
@@ -320,10 +345,59 @@ fn network_owner(task: &TaskDefinition) -> Result<String, ComposeError> {
         })
 }
 
+/// Compose `volumes` entries for the container's `mountPoints`; named volumes are added
+/// to `named` (the file's top-level `volumes`).
+fn mounts(
+    task: &TaskDefinition,
+    c: &ContainerDefinition,
+    named: &mut Mapping,
+) -> Result<Vec<Value>, ComposeError> {
+    let task_volumes = task.extra.get("volumes").and_then(Json::as_array);
+    let mut out = Vec::new();
+    for m in c
+        .extra
+        .get("mountPoints")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let source = m.get("sourceVolume").and_then(Json::as_str).unwrap_or("");
+        let path = m.get("containerPath").and_then(Json::as_str).unwrap_or("");
+        let volume = task_volumes
+            .into_iter()
+            .flatten()
+            .find(|v| v.get("name").and_then(Json::as_str) == Some(source))
+            .ok_or_else(|| ComposeError::UnknownVolume {
+                family: task.family.clone(),
+                container: c.name.clone(),
+                volume: source.to_owned(),
+            })?;
+        let from = match volume
+            .get("host")
+            .and_then(|h| h.get("sourcePath"))
+            .and_then(Json::as_str)
+        {
+            Some(host) => compose_str(host),
+            None => {
+                named.insert(source.into(), Value::Mapping(Mapping::new()));
+                source.to_owned()
+            }
+        };
+        let ro = m.get("readOnly").and_then(Json::as_bool) == Some(true);
+        out.push(Value::from(format!(
+            "{from}:{}{}",
+            compose_str(path),
+            if ro { ":ro" } else { "" }
+        )));
+    }
+    Ok(out)
+}
+
 fn service(
     task: &TaskDefinition,
     c: &ContainerDefinition,
     limits: &TaskLimits,
+    named_volumes: &mut Mapping,
 ) -> Result<Mapping, ComposeError> {
     let mut s = Mapping::new();
     let image = c.image.as_deref().ok_or_else(|| ComposeError::NoImage {
@@ -347,8 +421,16 @@ fn service(
     if let Some(user) = c.extra.get("user").and_then(Json::as_str) {
         s.insert("user".into(), compose_str(user).into());
     }
-    if c.extra.get("readonlyRootFilesystem").and_then(Json::as_bool) == Some(true) {
+    if c.extra
+        .get("readonlyRootFilesystem")
+        .and_then(Json::as_bool)
+        == Some(true)
+    {
         s.insert("read_only".into(), true.into());
+    }
+    let volumes = mounts(task, c, named_volumes)?;
+    if !volumes.is_empty() {
+        s.insert("volumes".into(), Value::Sequence(volumes));
     }
 
     let mut env = Mapping::new();
@@ -516,8 +598,7 @@ mod tests {
     #[test]
     fn committed_compose_file_matches_the_task_definitions() {
         let root = repo();
-        let rendered =
-            render_files(&root.join(ASSEMBLY), &default_jobs(&root)).expect("renders");
+        let rendered = render_files(&root.join(ASSEMBLY), &default_jobs(&root)).expect("renders");
         let committed = std::fs::read_to_string(root.join(COMPOSE_FILE)).expect("committed");
         assert!(
             committed == rendered,
@@ -567,7 +648,10 @@ mod tests {
             svc("auth-proxy")["image"].as_str(),
             Some("${IMAGE_REPO:-fargo}/fargo-auth-proxy:${IMAGE_TAG:-dev}")
         );
-        assert_eq!(svc("auth-proxy")["build"]["target"].as_str(), Some("auth-proxy"));
+        assert_eq!(
+            svc("auth-proxy")["build"]["target"].as_str(),
+            Some("auth-proxy")
+        );
         assert_eq!(
             svc("auth-proxy")["labels"]["fargo.essential"].as_str(),
             Some("true")
@@ -596,6 +680,27 @@ mod tests {
         assert!(text.contains("- job\n"));
         assert!(text.contains("- ${FARGO_DATA:-./data}:/data"));
         assert!(text.contains("cpus: 0.5"));
+    }
+
+    #[test]
+    fn volumes_become_named_volumes_or_bind_mounts() {
+        let t = task(
+            r#"{"family":"f","volumes":[{"name":"scratch"},{"name":"cfg","host":{"sourcePath":"/etc/fargo"}}],
+                "containerDefinitions":[{"name":"a","image":"i","mountPoints":[
+                  {"sourceVolume":"scratch","containerPath":"/tmp"},
+                  {"sourceVolume":"cfg","containerPath":"/cfg","readOnly":true}]}]}"#,
+        );
+        let text = render(&t, &[], &[]).unwrap();
+        assert!(
+            text.contains("    volumes:\n    - scratch:/tmp\n    - /etc/fargo:/cfg:ro\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nvolumes:\n  scratch: {}\n"), "{text}");
+        let missing = task(
+            r#"{"family":"f","containerDefinitions":[{"name":"a","image":"i","mountPoints":[{"sourceVolume":"x","containerPath":"/x"}]}]}"#,
+        );
+        let err = render(&missing, &[], &[]).unwrap_err().to_string();
+        assert!(err.contains("volume `x`"), "{err}");
     }
 
     #[test]

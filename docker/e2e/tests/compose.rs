@@ -1,0 +1,437 @@
+//! The assembly under Compose, against the real Docker engine: the images that
+//! `docker/build-images.sh` built, `docker-compose.yml` as committed, gRPC through the
+//! published auth-proxy port, the logging sidecar's output, a clean `down`, and one
+//! on-demand job container per dropped video. Run by `docker/e2e.sh` (ignored otherwise:
+//! it needs the images built first).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fargo_docker_e2e::{Checks, Stack, engine, eventually, inspect, logs, records, run};
+use fargo_proto::coinvalue::v1::CountRequest;
+use fargo_proto::coinvalue::v1::coin_value_service_client::CoinValueServiceClient;
+use fargo_proto::coinvalue::v1::count_request::Image;
+use fargo_proto::thumbnail::v1::thumbnail_service_client::ThumbnailServiceClient;
+use fargo_proto::thumbnail::v1::{ExtractOptions, ImageFormat, UploadChunk};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+
+const SERVICES: [&str; 4] = ["logging", "thumbnail", "coin-value", "auth-proxy"];
+/// The API key the test calls with; the auth-proxy gets its hash (see `overrides`).
+const API_KEY: &str = "fargo-e2e-key-3f9a1c";
+const JOB_SERVICE: &str = "thumbnail-job";
+
+/// `sha256:<hex>` of `key`, the form the auth-proxy stores keys in (coreutils' sha256sum).
+fn key_hash(key: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum (coreutils)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(key.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let hex = String::from_utf8(out.stdout).unwrap();
+    format!("sha256:{}", hex.split_whitespace().next().unwrap())
+}
+
+/// The local credentials, the way a user adds theirs: a Compose override file giving the
+/// auth-proxy one API key (principal `e2e`) allowed to call every method.
+fn overrides(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("docker-compose.e2e.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "services:\n  auth-proxy:\n    environment:\n      \
+             FARGO_API_KEYS__E2E__HASH: '{}'\n      \
+             FARGO_ACCESS__E2E__PRINCIPALS: e2e\n      \
+             FARGO_ACCESS__E2E__METHODS: '*'\n",
+            key_hash(API_KEY)
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn image_name(service: &str) -> String {
+    format!(
+        "{}/fargo-{service}:{}",
+        std::env::var("IMAGE_REPO").unwrap_or_else(|_| "fargo".into()),
+        std::env::var("IMAGE_TAG").unwrap_or_else(|_| "dev".into())
+    )
+}
+
+fn authed<T>(msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut()
+        .insert("x-api-key", MetadataValue::from_static(API_KEY));
+    req
+}
+
+/// A 2-second 320x240 H.264 MP4 made by the system's ffmpeg CLI.
+fn make_video(path: &Path) -> Result<(), String> {
+    let out = run(Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=duration=2:size=320x240:rate=25",
+            "-pix_fmt",
+            "yuv420p",
+            "-c:v",
+            "libx264",
+            "-g",
+            "25",
+        ])
+        .arg(path))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ffmpeg failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+async fn thumbnail_call(channel: Channel, video: &[u8]) -> Result<String, String> {
+    let mut chunks = vec![UploadChunk {
+        options: Some(ExtractOptions {
+            positions: vec!["1".into()],
+            format: ImageFormat::Png as i32,
+            ..Default::default()
+        }),
+        data: Vec::new(),
+    }];
+    chunks.extend(video.chunks(64 * 1024).map(|c| UploadChunk {
+        options: None,
+        data: c.to_vec(),
+    }));
+    let resp = ThumbnailServiceClient::new(channel)
+        .extract_upload(authed(tokio_stream::iter(chunks)))
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    let thumb = resp
+        .thumbnails
+        .first()
+        .ok_or("the response holds no thumbnail")?;
+    let img = image::load_from_memory(&thumb.image)
+        .map_err(|e| format!("the thumbnail does not decode: {e}"))?;
+    if (img.width(), img.height()) != (320, 240) {
+        return Err(format!(
+            "thumbnail is {}x{}, the video 320x240",
+            img.width(),
+            img.height()
+        ));
+    }
+    Ok(format!(
+        "{} thumbnail(s), PNG {}x{} decoded, frame at {:.2}s",
+        resp.thumbnails.len(),
+        img.width(),
+        img.height(),
+        thumb.frame_time_seconds
+    ))
+}
+
+async fn coin_call(channel: Channel) -> Result<String, String> {
+    // The first deterministic scene with a few coins: a total of 0 would prove little.
+    let synth = (1..)
+        .map(|seed| coin_value::synth::render(seed, 1024, 768))
+        .find(|s| s.coins.len() >= 3)
+        .unwrap();
+    let local = coin_value::count(&synth.jpeg, &Default::default(), false)
+        .map_err(|e| format!("in-process count failed: {e}"))?;
+    let resp = CoinValueServiceClient::new(channel)
+        .count(authed(CountRequest {
+            image: Some(Image::Data(synth.jpeg.clone())),
+            annotate: false,
+        }))
+        .await
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
+    if resp.total_cents != local.total_cents {
+        return Err(format!(
+            "container says {} cents, the library in-process {} (true total {})",
+            resp.total_cents, local.total_cents, synth.total_cents
+        ));
+    }
+    if resp.total_cents != synth.total_cents {
+        return Err(format!(
+            "total {} cents, the picture holds {}",
+            resp.total_cents, synth.total_cents
+        ));
+    }
+    Ok(format!(
+        "{} coins, {} cents, as drawn",
+        resp.coins.len(),
+        resp.total_cents
+    ))
+}
+
+async fn unauthenticated_call(channel: Channel) -> Result<String, String> {
+    let req = tonic::Request::new(CountRequest {
+        image: Some(Image::Data(vec![0xff, 0xd8])),
+        annotate: false,
+    });
+    match CoinValueServiceClient::new(channel).count(req).await {
+        Err(s) if s.code() == tonic::Code::Unauthenticated => {
+            Ok(format!("refused: {}", s.message()))
+        }
+        Err(s) => Err(format!(
+            "expected UNAUTHENTICATED, got {:?}: {}",
+            s.code(),
+            s.message()
+        )),
+        Ok(_) => Err("a call without a credential was answered".into()),
+    }
+}
+
+/// Every container of the project exits 0 on `down`: read from the engine's `die` events.
+fn down_cleanly(stack: &mut Stack, ids: &[(String, String)]) -> Result<String, String> {
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let start = Instant::now();
+    stack.down()?;
+    let took = start.elapsed();
+    let until = since + took.as_secs() + 2;
+    let out = run(Command::new("docker").args([
+        "events",
+        "--since",
+        &since.to_string(),
+        "--until",
+        &until.to_string(),
+        "--filter",
+        &format!("label=com.docker.compose.project={}", stack.project),
+        "--filter",
+        "event=die",
+        "--format",
+        "{{.Actor.ID}} {{index .Actor.Attributes \"exitCode\"}}",
+    ]))?;
+    let events = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut bad = Vec::new();
+    let mut seen = Vec::new();
+    for (service, id) in ids {
+        match events
+            .lines()
+            .find(|l| l.starts_with(id.as_str()))
+            .and_then(|l| l.split_whitespace().nth(1))
+        {
+            Some("0") => seen.push(service.as_str()),
+            Some(code) => bad.push(format!("{service} exited {code}")),
+            None => bad.push(format!("{service}: no exit seen")),
+        }
+    }
+    if bad.is_empty() {
+        Ok(format!(
+            "down took {:.1}s (grace periods 30-45s); exit 0: {}",
+            took.as_secs_f64(),
+            seen.join(", ")
+        ))
+    } else {
+        Err(bad.join("; "))
+    }
+}
+
+/// Files under `dir`, recursively.
+fn files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// One on-demand job container for the dropped video: exactly one thumbnail appears.
+fn on_demand_job(stack: &Stack, data: &Path) -> Result<String, String> {
+    let before = files(&data.join("out")).len();
+    // The overrides the invoker gives a job (as ECS container overrides would), on the
+    // command the task definition keeps.
+    let out = run(&mut stack.command([
+        "run",
+        "--rm",
+        "-T",
+        "-e",
+        "INPUT_VIDEO_FILE_URL=/data/in/clip.mp4",
+        "-e",
+        "POSITION_TIME_DURATION=1",
+        "-e",
+        "OUTPUT_S3_PATH=/data/out",
+        "-e",
+        "OUTPUT_THUMBS_FILE_NAME=clip.png",
+        JOB_SERVICE,
+    ]))?;
+    if !out.status.success() {
+        return Err(format!(
+            "the job container failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let made = files(&data.join("out"));
+    if made.len() != before + 1 {
+        return Err(format!(
+            "expected exactly one new thumbnail, found {}",
+            made.len() - before
+        ));
+    }
+    let img = image::open(&made[0]).map_err(|e| format!("{}: {e}", made[0].display()))?;
+    Ok(format!(
+        "one container, one thumbnail {} ({}x{})",
+        made[0].file_name().unwrap().to_string_lossy(),
+        img.width(),
+        img.height()
+    ))
+}
+
+#[test]
+#[ignore = "needs the Docker engine and the images: run docker/e2e.sh"]
+fn assembly_under_compose() {
+    let version = match engine() {
+        Ok(v) => v,
+        Err(e) => panic!("{e}"),
+    };
+    println!("Docker engine {version}");
+    for s in SERVICES {
+        let name = image_name(s);
+        assert!(
+            inspect(&name, "{{.Id}}").is_ok(),
+            "image {name} is missing: run docker/build-images.sh --prebuilt first"
+        );
+    }
+
+    let data = tempfile::tempdir().unwrap();
+    for d in ["in", "out"] {
+        std::fs::create_dir(data.path().join(d)).unwrap();
+    }
+    // The containers run as uid 10001; the job writes its thumbnail here.
+    for d in [
+        data.path().to_path_buf(),
+        data.path().join("in"),
+        data.path().join("out"),
+    ] {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
+    }
+    let video = data.path().join("in/clip.mp4");
+    make_video(&video).unwrap();
+    let video_bytes = std::fs::read(&video).unwrap();
+
+    let port = fargo_testkit::free_port();
+    let project = format!("fargoe2e{}", std::process::id());
+    let config = tempfile::tempdir().unwrap();
+    let mut stack = Stack::new(
+        &project,
+        &[overrides(config.path())],
+        vec![
+            ("FARGO_PORT_GRPC".into(), port.to_string()),
+            ("FARGO_DATA".into(), data.path().display().to_string()),
+        ],
+    )
+    .unwrap();
+    let mut checks = Checks::default();
+
+    let up = stack.up(Duration::from_secs(150));
+    let healthy = checks.record(
+        "up: every container running and healthy",
+        up.map(|_| format!("{} containers, gRPC on 127.0.0.1:{port}", SERVICES.len())),
+    );
+    let ids: Vec<(String, String)> = SERVICES
+        .iter()
+        .filter_map(|s| stack.container(s).ok().map(|id| (s.to_string(), id)))
+        .collect();
+
+    if healthy {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let channel = rt.block_on(async {
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+                .unwrap()
+                .timeout(Duration::from_secs(60))
+                .connect()
+                .await
+        });
+        match channel {
+            Ok(ch) => {
+                checks.record(
+                    "thumbnail through the auth-proxy",
+                    rt.block_on(thumbnail_call(ch.clone(), &video_bytes)),
+                );
+                checks.record(
+                    "coin-value through the auth-proxy",
+                    rt.block_on(coin_call(ch.clone())),
+                );
+                checks.record(
+                    "auth-proxy refuses a call without credential",
+                    rt.block_on(unauthenticated_call(ch)),
+                );
+            }
+            Err(e) => {
+                checks.record(
+                    "connect to the published port",
+                    Err(format!("127.0.0.1:{port}: {e}")),
+                );
+            }
+        }
+
+        let logging = stack.container("logging").unwrap_or_default();
+        let logged = eventually(Duration::from_secs(20), || {
+            let log = logs(&logging)?;
+            let wanted = [
+                ("thumbnail", "ThumbnailService/ExtractUpload"),
+                ("coin-value", "CoinValueService/Count"),
+                ("auth-proxy", "ThumbnailService/ExtractUpload"),
+                ("auth-proxy", "CoinValueService/Count"),
+            ];
+            let missing: Vec<String> = wanted
+                .iter()
+                .filter(|(svc, call)| records(&log, svc, call).is_empty())
+                .map(|(svc, call)| format!("{svc} {call}"))
+                .collect();
+            if missing.is_empty() {
+                Ok(format!("records of {} calls from 3 services", wanted.len()))
+            } else {
+                Err(format!(
+                    "no record of: {}; last lines: {}",
+                    missing.join(", "),
+                    log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+                ))
+            }
+        });
+        checks.record("logging sidecar's output holds the calls' records", logged);
+    }
+
+    checks.record(
+        "on-demand job: one container, one thumbnail",
+        on_demand_job(&stack, data.path()),
+    );
+    checks.record(
+        "down: every container exits 0 within its grace period",
+        down_cleanly(&mut stack, &ids),
+    );
+
+    println!("{}", checks.summary());
+    assert!(checks.failures().is_empty(), "{}", checks.summary());
+}
