@@ -102,7 +102,14 @@ pub fn annotate(img: &RgbImage, marks: &[Mark], total_cents: i64) -> Vec<u8> {
         );
     }
     let total = format!("{}", total_cents);
-    text(&mut out, 4 * px, 4 * px, &format!("{total}c"), 2 * px, Rgb([255, 255, 255]));
+    text(
+        &mut out,
+        4 * px,
+        4 * px,
+        &format!("{total}c"),
+        2 * px,
+        Rgb([255, 255, 255]),
+    );
     let mut buf = Vec::new();
     let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 85);
     // Encoding an in-memory RGB picture to a Vec cannot fail short of out-of-memory.

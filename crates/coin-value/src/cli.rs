@@ -78,7 +78,11 @@ where
     }
 }
 
-fn count(image: &std::path::Path, annotate: Option<&std::path::Path>, config: &cli::ConfigArgs) -> ExitCode {
+fn count(
+    image: &std::path::Path,
+    annotate: Option<&std::path::Path>,
+    config: &cli::ConfigArgs,
+) -> ExitCode {
     let config: crate::Config = match config.load() {
         Ok(c) => c,
         Err(e) => return cli::config_failure("coin-value", &e),

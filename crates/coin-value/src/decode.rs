@@ -97,7 +97,9 @@ pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, Error> {
 
 fn check_size(w: u32, h: u32, limits: &DecodeLimits) -> Result<(), Error> {
     if w == 0 || h == 0 {
-        return Err(Error::NotAnImage(format!("the picture claims to be {w} x {h} pixels")));
+        return Err(Error::NotAnImage(format!(
+            "the picture claims to be {w} x {h} pixels"
+        )));
     }
     if w > limits.max_side || h > limits.max_side || u64::from(w) * u64::from(h) > limits.max_pixels
     {
@@ -165,7 +167,9 @@ fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<Raw, Error> {
                 .collect(),
         ),
     }
-    .ok_or_else(|| Error::Corrupt("the JPEG decoded to fewer pixels than its header claims".into()))?;
+    .ok_or_else(|| {
+        Error::Corrupt("the JPEG decoded to fewer pixels than its header claims".into())
+    })?;
     let orientation = dec
         .exif_data()
         .and_then(Orientation::from_exif_chunk)
@@ -187,9 +191,9 @@ fn jpeg_error(e: &jpeg_decoder::Error) -> Error {
 
 fn decode_other(bytes: &[u8], format: ImageFormat, limits: &DecodeLimits) -> Result<Raw, Error> {
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    // Width and height are checked below from the header, for a message with the
+    // numbers; the allocation bound stays as the backstop.
     let mut l = image::Limits::default();
-    l.max_image_width = Some(limits.max_side);
-    l.max_image_height = Some(limits.max_side);
     l.max_alloc = Some(limits.max_pixels * 4);
     reader.limits(l);
     let mut dec = reader.into_decoder().map_err(|e| image_error(format, e))?;

@@ -105,15 +105,6 @@ pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
     let mut mask = imageproc::morphology::open(&mask, imageproc::distance_transform::Norm::LInf, 1);
     fill_holes(&mut mask);
 
-    if let Ok(dir) = std::env::var("COIN_DEBUG_DIR") {
-        let mut sg = GrayImage::new(w as u32, h as u32);
-        for (o, v) in sg.as_mut().iter_mut().zip(&score) {
-            *o = (v * 8.0).clamp(0.0, 255.0) as u8;
-        }
-        let _ = sg.save(format!("{dir}/score.png"));
-        let _ = mask.save(format!("{dir}/mask.png"));
-        eprintln!("thr {thr}");
-    }
     let seeds = seeds(&mask, min_r);
     let mut found: Vec<Circle> = Vec::new();
     for (sx, sy, sr) in seeds {
@@ -188,10 +179,7 @@ impl Surface {
     }
 
     fn uv(&self, x: f64, y: f64) -> (f64, f64) {
-        (
-            2.0 * x / self.w as f64 - 1.0,
-            2.0 * y / self.h as f64 - 1.0,
-        )
+        (2.0 * x / self.w as f64 - 1.0, 2.0 * y / self.h as f64 - 1.0)
     }
 
     fn eval(&self, k: usize, x: usize, y: usize) -> f32 {
@@ -322,7 +310,11 @@ fn threshold(score: &[f32], floor: f32) -> f32 {
         hist[b] += 1;
     }
     let total: u64 = hist.iter().sum();
-    let sum_all: f64 = hist.iter().enumerate().map(|(i, &c)| i as f64 * c as f64).sum();
+    let sum_all: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| i as f64 * c as f64)
+        .sum();
     let (mut w0, mut sum0, mut best, mut best_t) = (0u64, 0f64, -1f64, 0usize);
     for (t, &c) in hist.iter().enumerate() {
         w0 += c;
@@ -476,7 +468,14 @@ fn fit_circle(pts: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
 }
 
 /// Strongest colour edge on each ray from (cx, cy) between `lo` and `hi`.
-fn ray_edges(p: &Planes, cx: f64, cy: f64, lo: f64, hi: f64, rays: usize) -> Vec<(f64, f64, f64)> {
+fn ray_edges(
+    p: &Planes,
+    (cx, cy): (f64, f64),
+    lo: f64,
+    hi: f64,
+    rays: usize,
+    inner: f32,
+) -> Vec<(f64, f64, f64)> {
     let step = 0.5;
     let n = ((hi - lo) / step).ceil() as usize + 3;
     let mut prof = vec![[0f32; 3]; n];
@@ -499,12 +498,16 @@ fn ray_edges(p: &Planes, cx: f64, cy: f64, lo: f64, hi: f64, rays: usize) -> Vec
                 .map(|k| (prof[j + 1][k] - prof[j - 1][k]).abs())
                 .sum::<f32>()
         };
+        let g: Vec<f32> = (1..n - 1).map(grad).collect();
+        let top = g.iter().copied().fold(0f32, f32::max);
+        // The innermost strong edge: shadows and contact shadows add edges outside the
+        // rim, rarely inside it.
         let (mut best, mut bj) = (0f32, 0usize);
-        for j in 1..n - 1 {
-            let g = grad(j);
-            if g > best {
-                best = g;
-                bj = j;
+        for j in 1..g.len().saturating_sub(1) {
+            if g[j] >= inner * top && g[j] >= g[j - 1] && g[j] >= g[j + 1] {
+                best = g[j];
+                bj = j + 1;
+                break;
             }
         }
         if bj < 2 || bj > n - 3 || best <= 0.0 {
@@ -523,6 +526,9 @@ fn ray_edges(p: &Planes, cx: f64, cy: f64, lo: f64, hi: f64, rays: usize) -> Vec
     }
     out
 }
+
+/// An edge this strong relative to the ray's strongest counts as the rim.
+const INNER_EDGE: f32 = 1.0;
 
 /// Robust circle fit: refit without points far from the current circle.
 fn robust_fit(edges: &[(f64, f64, f64)]) -> Option<((f64, f64, f64), usize, f64)> {
@@ -569,13 +575,13 @@ fn refine(
     min_r: f64,
 ) -> Option<Circle> {
     // Wide: a faint coin's seed may be a fragment of it.
-    let edges = ray_edges(p, sx, sy, 0.5 * sr, 1.8 * sr, rays);
+    let edges = ray_edges(p, (sx, sy), 0.5 * sr, 1.8 * sr, rays, 1.0);
     let ((cx, cy, r), _, _) = robust_fit(&edges)?;
     if !(0.5 * sr..=1.9 * sr).contains(&r) || (cx - sx).hypot(cy - sy) > 0.8 * sr {
         return None;
     }
     // Second pass centred on the first fit, in a narrow band, for accuracy.
-    let edges = ray_edges(p, cx, cy, 0.8 * r, 1.2 * r, rays);
+    let edges = ray_edges(p, (cx, cy), 0.8 * r, 1.2 * r, rays, INNER_EDGE);
     let ((cx, cy, r), kept, rms) = robust_fit(&edges)?;
     let support = kept as f64 / rays as f64;
     if r < min_r || support < 0.5 || rms > 0.06 * r {

@@ -107,7 +107,11 @@ impl CoinValueService for CoinValueGrpc {
             None => return Err(Error::NoImage.into()),
         };
         let r = self.run(bytes, req.annotate).await?;
-        tracing::debug!(total_cents = r.total_cents, coins = r.coins.len(), "counted");
+        tracing::debug!(
+            total_cents = r.total_cents,
+            coins = r.coins.len(),
+            "counted"
+        );
         Ok(Response::new(pb::CountResponse {
             total_cents: r.total_cents,
             coins: r

@@ -49,7 +49,8 @@ struct Noise(u64);
 
 impl Noise {
     fn lattice(&self, x: i64, y: i64) -> f64 {
-        let mut h = self.0 ^ (x as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        let mut h = self.0
+            ^ (x as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
             ^ (y as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
         h = (h ^ (h >> 29)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         h ^= h >> 32;
@@ -269,9 +270,10 @@ pub fn render(seed: u64, width: u32, height: u32) -> Synth {
                 continue;
             }
             let gap = if touch { -0.01 } else { 0.6 };
-            if placed.iter().all(|o| {
-                (o.u - u).hypot(o.v - v) >= r + o.den.diameter_mm() / 2.0 + gap
-            }) {
+            if placed
+                .iter()
+                .all(|o| (o.u - u).hypot(o.v - v) >= r + o.den.diameter_mm() / 2.0 + gap)
+            {
                 ok = Some((u, v, touch));
                 break;
             }
@@ -302,7 +304,11 @@ pub fn render(seed: u64, width: u32, height: u32) -> Synth {
     let level = rng.range(0.75, 1.05);
     let (gx, gy) = (rng.range(-0.25, 0.25), rng.range(-0.25, 0.25));
     let vignette = rng.range(0.0, 0.35);
-    let tint = [1.0 + rng.range(-0.06, 0.08), 1.0, 1.0 + rng.range(-0.08, 0.06)];
+    let tint = [
+        1.0 + rng.range(-0.06, 0.08),
+        1.0,
+        1.0 + rng.range(-0.08, 0.06),
+    ];
     let light = |x: f64, y: f64| {
         let (u, v) = (2.0 * x / wf - 1.0, 2.0 * y / hf - 1.0);
         level * (1.0 + gx * u + gy * v) * (1.0 - vignette * 0.5 * (u * u + v * v))
@@ -378,7 +384,8 @@ pub fn render(seed: u64, width: u32, height: u32) -> Synth {
                 let r = c.den.diameter_mm() / 2.0;
                 let d_sh = (u - c.u - shx).hypot(v - c.v - shy) - r;
                 if d_sh < 3.0 * shadow_soft + 1.0 {
-                    shade *= 1.0 - shadow_dark * (1.0 - smoothstep(-shadow_soft, shadow_soft, d_sh));
+                    shade *=
+                        1.0 - shadow_dark * (1.0 - smoothstep(-shadow_soft, shadow_soft, d_sh));
                 }
                 // Contact shadow just around the rim.
                 let d = (u - c.u).hypot(v - c.v) - r;
@@ -454,7 +461,9 @@ pub fn render(seed: u64, width: u32, height: u32) -> Synth {
     let img = imageproc::filter::gaussian_blur_f32(&img, blur);
     let mut img = img;
     for p in img.as_mut().iter_mut() {
-        *p = (f64::from(*p) + noise_sigma * rng.normal()).round().clamp(0.0, 255.0) as u8;
+        *p = (f64::from(*p) + noise_sigma * rng.normal())
+            .round()
+            .clamp(0.0, 255.0) as u8;
     }
     let quality = 70 + rng.below(25) as u8;
     // Some pictures are stored sideways with an EXIF tag saying how to show them.
@@ -471,7 +480,10 @@ pub fn render(seed: u64, width: u32, height: u32) -> Synth {
         _ => img,
     };
     let jpeg = encode_jpeg(&stored, quality, exif_orientation);
-    let total_cents = coins.iter().map(|c| i64::from(c.denomination.cents())).sum();
+    let total_cents = coins
+        .iter()
+        .map(|c| i64::from(c.denomination.cents()))
+        .sum();
     Synth {
         jpeg,
         width,

@@ -173,7 +173,13 @@ pub fn value(coins: &[Circle], long_side: f64) -> Valuation {
         let z = (long_side / s / 220.0).ln() / 0.8;
         0.5 * z * z
     };
-    let total = |s: f64| -> f64 { d.iter().zip(&pc).map(|(&d, &p)| coin_cost(d, p, s).0).sum::<f64>() + prior(s) };
+    let total = |s: f64| -> f64 {
+        d.iter()
+            .zip(&pc)
+            .map(|(&d, &p)| coin_cost(d, p, s).0)
+            .sum::<f64>()
+            + prior(s)
+    };
     // The optimum sits where some coin is exactly some denomination, or between such
     // points; try them all, then polish with assignments fixed.
     let mut best = (f64::INFINITY, 1.0);
@@ -229,5 +235,8 @@ pub fn value(coins: &[Circle], long_side: f64) -> Valuation {
             }
         })
         .collect();
-    Valuation { px_per_mm: s, coins }
+    Valuation {
+        px_per_mm: s,
+        coins,
+    }
 }

@@ -21,12 +21,22 @@ fn check(seed: u64, w: u32, h: u32) -> Result<(), String> {
         let found: Vec<String> = r
             .coins
             .iter()
-            .map(|c| format!("{:?}@({:.0},{:.0}) {:.2}mm", c.denomination, c.center_x, c.center_y, c.diameter_mm))
+            .map(|c| {
+                format!(
+                    "{:?}@({:.0},{:.0}) {:.2}mm",
+                    c.denomination, c.center_x, c.center_y, c.diameter_mm
+                )
+            })
             .collect();
         let truth: Vec<String> = photo
             .coins
             .iter()
-            .map(|c| format!("{:?}@({:.0},{:.0}) {:.1}px", c.denomination, c.x, c.y, c.diameter_px))
+            .map(|c| {
+                format!(
+                    "{:?}@({:.0},{:.0}) {:.1}px",
+                    c.denomination, c.x, c.y, c.diameter_px
+                )
+            })
             .collect();
         return Err(format!(
             "seed {seed} ({}): got {}c from {} coins (rejected {})\n  found: {}\n  truth: {}",
@@ -44,8 +54,16 @@ fn check(seed: u64, w: u32, h: u32) -> Result<(), String> {
 fn run_set(seeds: std::ops::Range<u64>, w: u32, h: u32) {
     let failures: Vec<String> = seeds.clone().filter_map(|s| check(s, w, h).err()).collect();
     let n = seeds.end - seeds.start;
-    eprintln!("synthetic {w}x{h}: {}/{n} exactly right", n - failures.len() as u64);
-    assert!(failures.is_empty(), "{} of {n} wrong:\n{}", failures.len(), failures.join("\n"));
+    eprintln!(
+        "synthetic {w}x{h}: {}/{n} exactly right",
+        n - failures.len() as u64
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {n} wrong:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -61,12 +79,19 @@ fn synthetic_set_portrait_and_large_exact_totals() {
 /// scikit-image's coins: from python3 when scikit-image is installed, otherwise the
 /// committed copy of the same picture.
 fn skimage_coins() -> Vec<u8> {
-    let committed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/skimage-coins.png");
+    let committed =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/skimage-coins.png");
     std::fs::read(committed).expect("tests/data/skimage-coins.png")
 }
 
 #[test]
 fn skimage_coins_has_24() {
     let r = count(&skimage_coins(), &DecodeLimits::default(), false).unwrap();
-    assert_eq!(r.coins.len() + r.rejected, 24, "found {} coins and {} other round objects", r.coins.len(), r.rejected);
+    assert_eq!(
+        r.coins.len() + r.rejected,
+        24,
+        "found {} coins and {} other round objects",
+        r.coins.len(),
+        r.rejected
+    );
 }
