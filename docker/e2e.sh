@@ -20,5 +20,5 @@ if [ "${1:-}" != --no-build ]; then
     echo "e2e.sh: images built in $((SECONDS - start))s" >&2
 fi
 t=$SECONDS
-cargo test --locked -p fargo-docker-e2e -- --include-ignored --nocapture --test-threads=1
+cargo test --locked -p fargo-docker-e2e --test compose -- --include-ignored --nocapture --test-threads=1
 echo "e2e.sh: end-to-end test took $((SECONDS - t))s; $((SECONDS - start))s in all" >&2

@@ -305,6 +305,94 @@ fn on_demand_job(stack: &Stack, data: &Path) -> Result<String, String> {
     ))
 }
 
+/// A sidecar that never turns healthy fails the wait, which names it and shows its logs.
+fn never_healthy(env: &[(String, String)], dir: &Path) -> Result<String, String> {
+    let sick = dir.join("docker-compose.sick.yml");
+    // coin-value's health check asks about a service it does not serve: NOT_FOUND, forever.
+    std::fs::write(
+        &sick,
+        "services:\n  coin-value:\n    healthcheck:\n      test: ['CMD', '/usr/local/bin/coin-value', \
+         'healthcheck', '--service', 'no.such.Service']\n      interval: 1s\n      retries: 2\n      \
+         start_period: 0s\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let project = format!("fargoe2esick{}", std::process::id());
+    let stack = Stack::new(&project, &[sick], env.to_vec())?;
+    match stack.up(Duration::from_secs(90)) {
+        Ok(out) => Err(format!(
+            "up succeeded with a sidecar that is never healthy: {out}"
+        )),
+        Err(out) => {
+            let named = out.contains("coin-value is unhealthy")
+                || out.contains("coin-value did not become healthy");
+            if named && out.contains("last log lines of coin-value") {
+                Ok("up failed naming coin-value, with its last health checks and log lines".into())
+            } else {
+                Err(format!(
+                    "the failure does not name coin-value with its logs: {out}"
+                ))
+            }
+        }
+    }
+}
+
+/// Like ECS with an essential container, the foreground stack stops when one container exits.
+fn essential_exit_stops_the_stack(env: &[(String, String)]) -> Result<String, String> {
+    let project = format!("fargoe2eess{}", std::process::id());
+    let stack = Stack::new(&project, &[], env.to_vec())?;
+    let mut fg = stack
+        .command(["up", "--abort-on-container-exit", "--no-color"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let victim = eventually(Duration::from_secs(60), || {
+        let id = stack.container("coin-value")?;
+        match inspect(&id, "{{.State.Health.Status}}")?.as_str() {
+            "healthy" => Ok(id),
+            other => Err(format!("coin-value is {other}")),
+        }
+    });
+    let victim = match victim {
+        Ok(id) => id,
+        Err(e) => {
+            let _ = fg.kill();
+            return Err(format!("the stack did not come up: {e}"));
+        }
+    };
+    let start = Instant::now();
+    run(Command::new("docker").args(["kill", &victim]))?;
+    let exited = eventually(Duration::from_secs(60), || match fg.try_wait() {
+        Ok(Some(status)) => Ok(status),
+        _ => Err("`up --abort-on-container-exit` still running".to_string()),
+    });
+    let still: Vec<String> = SERVICES
+        .iter()
+        .filter(|s| {
+            stack
+                .container(s)
+                .and_then(|id| inspect(&id, "{{.State.Running}}"))
+                .is_ok_and(|r| r == "true")
+        })
+        .map(|s| s.to_string())
+        .collect();
+    if exited.is_err() {
+        let _ = fg.kill();
+    }
+    exited?;
+    if still.is_empty() {
+        Ok(format!(
+            "coin-value killed; every container stopped {:.1}s later",
+            start.elapsed().as_secs_f64()
+        ))
+    } else {
+        Err(format!(
+            "still running after the abort: {}",
+            still.join(", ")
+        ))
+    }
+}
+
 #[test]
 #[ignore = "needs the Docker engine and the images: run docker/e2e.sh"]
 fn assembly_under_compose() {
@@ -430,6 +518,22 @@ fn assembly_under_compose() {
     checks.record(
         "down: every container exits 0 within its grace period",
         down_cleanly(&mut stack, &ids),
+    );
+
+    let env = vec![
+        (
+            "FARGO_PORT_GRPC".to_owned(),
+            fargo_testkit::free_port().to_string(),
+        ),
+        ("FARGO_DATA".to_owned(), data.path().display().to_string()),
+    ];
+    checks.record(
+        "a sidecar never healthy fails up, named, with its logs",
+        never_healthy(&env, config.path()),
+    );
+    checks.record(
+        "an essential container that exits stops the stack (up --abort-on-container-exit)",
+        essential_exit_stops_the_stack(&env),
     );
 
     println!("{}", checks.summary());
