@@ -52,8 +52,8 @@ pub struct WatchArgs {
     /// Jobs running at once.
     #[arg(long, default_value_t = 2)]
     pub max_jobs: usize,
-    /// Docker backend: the image whose entrypoint is the fargo binary.
-    #[arg(long, default_value = "fargo:latest")]
+    /// Docker backend: the image whose entrypoint is the `thumbnail` binary.
+    #[arg(long, default_value = "fargo-thumbnail:latest")]
     pub image: String,
     /// ECS backend: cluster, task definition (family[:revision] or ARN), container name.
     #[arg(long, default_value = "default")]
@@ -102,7 +102,7 @@ async fn launcher(args: &WatchArgs) -> anyhow::Result<Launcher> {
                 .collect();
             Launcher::Docker(invoker::docker::DockerLauncher::connect(
                 args.image.clone(),
-                vec!["sidecar".into(), "thumbnail".into(), "job".into()],
+                vec!["job".into()],
                 env,
             )?)
         }
