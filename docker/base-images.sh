@@ -114,6 +114,13 @@ if [ "$want_rust" = 1 ]; then
         mkdir -p "$dest" "$work/rootfs/usr/local/cargo/bin"
         # The toolchain without its 800 MB of HTML docs.
         tar -C "$sysroot" --exclude=./share/doc -c . | tar -C "$dest" -x
+        # This machine's own trust store too: where registries are reached through a
+        # TLS-inspecting proxy, cargo inside the image must trust the proxy's CA as the host does.
+        if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+            mkdir -p "$work/rootfs/usr/local/share/ca-certificates"
+            cp /usr/local/share/ca-certificates/*.crt "$work/rootfs/usr/local/share/ca-certificates/"
+            cp /etc/ssl/certs/ca-certificates.crt "$work/rootfs/etc/ssl/certs/ca-certificates.crt"
+        fi
         for bin in cargo rustc rustdoc; do
             ln -s "../../rustup/toolchains/$version-x86_64-unknown-linux-gnu/bin/$bin" \
                 "$work/rootfs/usr/local/cargo/bin/$bin"

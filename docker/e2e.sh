@@ -5,9 +5,22 @@
 # per service through the published port, the logging sidecar's records, one on-demand job
 # container per dropped video, and a clean `down`.
 #
-# Usage: docker/e2e.sh [--no-build]     (--no-build: reuse the images already built)
+# Usage: docker/e2e.sh [--no-build] [--profile dev|release]
+#   --no-build: reuse the images already built
+#   --profile:  cargo profile of the prebuilt binaries (default release; dev reuses what
+#               `cargo test` already compiled, which keeps CI minutes down)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+build=1
+profile=release
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --no-build) build=0; shift ;;
+    --profile) profile=$2; shift 2 ;;
+    *) echo "e2e.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
 
 if ! docker info >/dev/null 2>&1; then
     echo "e2e.sh: FAIL: the Docker engine is unreachable (docker info: $(docker info 2>&1 | tail -n1))" >&2
@@ -15,8 +28,8 @@ if ! docker info >/dev/null 2>&1; then
 fi
 
 start=$SECONDS
-if [ "${1:-}" != --no-build ]; then
-    docker/build-images.sh --prebuilt
+if [ "$build" = 1 ]; then
+    docker/build-images.sh --prebuilt --profile "$profile"
     echo "e2e.sh: images built in $((SECONDS - start))s" >&2
 fi
 t=$SECONDS
