@@ -2,6 +2,7 @@
 //! profile, IMDS ...), with `--endpoint-url` pointing every client at an AWS-compatible server
 //! such as moto, and errors that name the call that failed in one line.
 
+pub mod compat;
 pub mod conv;
 pub mod ecs_input;
 pub mod ecs_output;
@@ -40,10 +41,9 @@ pub enum AwsError {
 impl AwsError {
     /// One line naming the call: the service's error code and message, or the transport
     /// failure (unreachable endpoint, timeout) without the SDK's nested debug output.
-    pub fn call<E, R>(call: &'static str, e: SdkError<E, R>) -> Self
+    pub fn call<E>(call: &'static str, e: SdkError<E>) -> Self
     where
         E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: std::fmt::Debug,
     {
         let message = match &e {
             SdkError::ServiceError(se) => {
@@ -51,7 +51,12 @@ impl AwsError {
                 match (err.code(), err.message()) {
                     (Some(c), Some(m)) => format!("{c}: {m}"),
                     (Some(c), None) => c.to_owned(),
-                    _ => DisplayErrorContext(&e).to_string(),
+                    // No AWS error body (a proxy's or a crashed server's page): the status.
+                    _ => format!(
+                        "HTTP {} without an AWS error code: {}",
+                        se.raw().status().as_u16(),
+                        one_line(&DisplayErrorContext(err).to_string())
+                    ),
                 }
             }
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => {
@@ -96,7 +101,6 @@ impl Clients {
             .tls_provider(Provider::Rustls(CryptoMode::Ring))
             .build_https();
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
-            .http_client(http)
             // Fail fast on an unreachable endpoint instead of the SDK's long defaults.
             .timeout_config(
                 TimeoutConfig::builder()
@@ -108,6 +112,14 @@ impl Clients {
         if let Some(url) = &args.endpoint_url {
             loader = loader.endpoint_url(url);
         }
+        // Only another endpoint (moto, LocalStack ...) needs the compatibility layer.
+        let http = if args.endpoint_url.is_some() || std::env::var_os("AWS_ENDPOINT_URL").is_some()
+        {
+            compat::client(http)
+        } else {
+            http
+        };
+        loader = loader.http_client(http);
         if let Some(r) = &args.region {
             loader = loader.region(aws_config::Region::new(r.clone()));
         }

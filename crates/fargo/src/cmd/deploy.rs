@@ -345,6 +345,7 @@ pub async fn describe_service(
         .describe_services()
         .cluster(cluster)
         .services(name)
+        .include(aws_sdk_ecs::types::ServiceField::Tags)
         .send()
         .await
     {

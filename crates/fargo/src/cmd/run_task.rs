@@ -290,7 +290,8 @@ pub async fn run_task(clients: &Clients, args: &RunTaskArgs) -> anyhow::Result<i
     );
 
     let start = Instant::now();
-    let mut last = String::new();
+    let mut last = task.last_status().unwrap_or("UNKNOWN").to_owned();
+    eprintln!("fargo run-task: [   0s] {last}");
     loop {
         let out = clients
             .ecs

@@ -13,7 +13,8 @@ use super::{Finding, Options, error, templated, warning};
 /// Valid Fargate task sizes: cpu units and the memory (MiB) each allows.
 fn memory_ok(cpu: u64, mem: u64) -> bool {
     let gb = 1024;
-    let stepped = |lo: u64, hi: u64, step: u64| (lo..=hi).contains(&mem) && (mem - lo) % step == 0;
+    let stepped =
+        |lo: u64, hi: u64, step: u64| (lo..=hi).contains(&mem) && (mem - lo).is_multiple_of(step);
     match cpu {
         256 => [512, 1024, 2048].contains(&mem),
         512 => stepped(gb, 4 * gb, gb),
@@ -50,7 +51,7 @@ fn containers(v: &Value) -> Vec<(usize, &serde_json::Map<String, Value>)> {
         .unwrap_or_default()
 }
 
-fn cname<'a>(c: &'a serde_json::Map<String, Value>) -> &'a str {
+fn cname(c: &serde_json::Map<String, Value>) -> &str {
     c.get("name").and_then(Value::as_str).unwrap_or("")
 }
 
@@ -315,7 +316,8 @@ fn task_size(v: &Value, out: &mut Vec<Finding>) {
         }
         return;
     };
-    if templated(cpu_v) || templated(mem_v) {
+    // Wrong types are the model's findings; placeholders are checked once rendered.
+    if !cpu_v.is_string() || !mem_v.is_string() || templated(cpu_v) || templated(mem_v) {
         return;
     }
     let cpu = parse_size(cpu_v, "vcpu", 1024.0);
