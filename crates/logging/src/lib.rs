@@ -65,7 +65,9 @@ pub enum Error {
     },
     #[error("OTLP exporter endpoint `{endpoint}`: {message}")]
     Endpoint { endpoint: String, message: String },
-    #[error("record larger than the {0}-byte limit (receiver.max_record_bytes); shorten its body or attributes")]
+    #[error(
+        "record larger than the {0}-byte limit (receiver.max_record_bytes); shorten its body or attributes"
+    )]
     TooLarge(usize),
     #[error("{}", describe_refusal(.0))]
     Refused(Refusal),
@@ -153,7 +155,10 @@ pub async fn serve(
 
     pipeline.close();
     let flush = config.lifecycle.flush_timeout;
-    tracing::info!(flush_timeout_ms = flush.as_millis() as u64, "flushing exporters");
+    tracing::info!(
+        flush_timeout_ms = flush.as_millis() as u64,
+        "flushing exporters"
+    );
     workers.finish(flush).await;
     stop_reports.cancel();
     let _ = reporter.await;

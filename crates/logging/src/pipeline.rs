@@ -118,7 +118,10 @@ pub struct Workers {
 
 impl Pipeline {
     /// Starts one delivery loop per sink.
-    pub fn start(receiver: &ReceiverConfig, sinks: Vec<(String, BufferConfig, Sink)>) -> (Arc<Self>, Workers) {
+    pub fn start(
+        receiver: &ReceiverConfig,
+        sinks: Vec<(String, BufferConfig, Sink)>,
+    ) -> (Arc<Self>, Workers) {
         let abandon = CancellationToken::new();
         let mut queues = Vec::new();
         let mut exporters = Vec::new();

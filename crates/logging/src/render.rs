@@ -10,8 +10,8 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::Event;
-use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde::Serialize;
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 
 use crate::pipeline::Payload;
 
@@ -86,12 +86,15 @@ struct Res<'a> {
 impl<'a> Res<'a> {
     fn new(r: Option<&'a Resource>) -> Self {
         let attrs = r.map_or(&[][..], |r| &r.attributes[..]);
-        let service = attrs.iter().find(|kv| kv.key == "service.name").and_then(|kv| {
-            match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                Some(Value::StringValue(s)) => Some(s.as_str()),
-                _ => None,
-            }
-        });
+        let service = attrs
+            .iter()
+            .find(|kv| kv.key == "service.name")
+            .and_then(
+                |kv| match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+                    Some(Value::StringValue(s)) => Some(s.as_str()),
+                    _ => None,
+                },
+            );
         Self { service, attrs }
     }
 }
@@ -166,7 +169,10 @@ impl Serialize for SpanLine<'_> {
         }
         m.serialize_entry("kind", span_kind(sp.kind))?;
         m.serialize_entry("end", &Time(sp.end_time_unix_nano))?;
-        let micros = sp.end_time_unix_nano.saturating_sub(sp.start_time_unix_nano) / 1000;
+        let micros = sp
+            .end_time_unix_nano
+            .saturating_sub(sp.start_time_unix_nano)
+            / 1000;
         m.serialize_entry("duration_us", &micros)?;
         if let Some(st) = &sp.status {
             let code = match st.code {

@@ -153,7 +153,9 @@ impl TraceService for Receiver {
         if kept > 0 {
             self.admit(Payload::Spans(msg), kept, peer, counters)?;
         }
-        Ok(Response::new(ExportTraceServiceResponse { partial_success }))
+        Ok(Response::new(ExportTraceServiceResponse {
+            partial_success,
+        }))
     }
 }
 

@@ -61,7 +61,9 @@ async fn malformed_invalid_utf8_and_oversized_requests_get_final_codes() {
     cfg.server.max_message_bytes = 64 * 1024;
     let sidecar = Sidecar::start(cfg).await;
 
-    let err = raw_export(&sidecar, WrongWireType { resource_logs: 5 }).await.unwrap_err();
+    let err = raw_export(&sidecar, WrongWireType { resource_logs: 5 })
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
 
     let bad_utf8 = BadRequest {
@@ -75,7 +77,11 @@ async fn malformed_invalid_utf8_and_oversized_requests_get_final_codes() {
     };
     let err = raw_export(&sidecar, bad_utf8).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-    assert!(err.message().to_lowercase().contains("utf"), "{}", err.message());
+    assert!(
+        err.message().to_lowercase().contains("utf"),
+        "{}",
+        err.message()
+    );
 
     // Over server.max_message_bytes: RESOURCE_EXHAUSTED without RetryInfo, which
     // OTLP clients do not retry (OUT_OF_RANGE, tonic's code, they would retry forever).
@@ -89,7 +95,12 @@ async fn malformed_invalid_utf8_and_oversized_requests_get_final_codes() {
     assert!(err.message().contains("too large"), "{}", err.message());
 
     // Still up, and good requests still work.
-    sidecar.logs().await.export(logs("svc", "fine", 2, 200)).await.unwrap();
+    sidecar
+        .logs()
+        .await
+        .export(logs("svc", "fine", 2, 200))
+        .await
+        .unwrap();
     let stats = sidecar.stats().await;
     assert_eq!(stats.logs.unwrap().received, 2);
     sidecar.stop().await;

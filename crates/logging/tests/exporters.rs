@@ -29,7 +29,12 @@ async fn otlp_forward_retries_with_backoff_until_the_collector_is_up() {
         name: Some("collector".into()),
     })];
     let front = Sidecar::start(cfg).await;
-    front.logs().await.export(logs("svc", "fwd", 4, 200)).await.unwrap();
+    front
+        .logs()
+        .await
+        .export(logs("svc", "fwd", 4, 200))
+        .await
+        .unwrap();
     front
         .traces()
         .await
@@ -46,7 +51,9 @@ async fn otlp_forward_retries_with_backoff_until_the_collector_is_up() {
     assert!(e.retried > 0, "{e:?}");
     assert!(e.buffered_bytes > 0);
 
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
     let back = Sidecar::start_on(listener, file_config(&path)).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
@@ -133,7 +140,10 @@ exporters:
         opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient::new(
             channel.clone(),
         );
-    logs_client.export(logs("svc-cw", "cw", 3, 200)).await.unwrap();
+    logs_client
+        .export(logs("svc-cw", "cw", 3, 200))
+        .await
+        .unwrap();
     opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient::new(
         channel,
     )
@@ -151,14 +161,29 @@ exporters:
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "sidecar did not exit after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "sidecar did not exit after SIGTERM"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(exit.success(), "{exit:?}");
     let mut stdout = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut stdout)
+        .unwrap();
     // The stdout exporter wrote the records; the sidecar's own log reported the totals.
-    assert_eq!(stdout.lines().filter(|l| l.contains("\"svc-cw\"") && l.contains("\"signal\":\"log\"")).count(), 3, "{stdout}");
+    assert_eq!(
+        stdout
+            .lines()
+            .filter(|l| l.contains("\"svc-cw\"") && l.contains("\"signal\":\"log\""))
+            .count(),
+        3,
+        "{stdout}"
+    );
     assert!(stdout.contains("final telemetry counters"), "{stdout}");
 
     let client = cloudwatch_client(&moto.endpoint());
@@ -177,5 +202,9 @@ exporters:
         .collect();
     assert_eq!(messages.len(), 4, "{messages:#?}");
     assert_eq!(messages.iter().filter(|m| m["signal"] == "log").count(), 3);
-    assert!(messages.iter().any(|m| m["signal"] == "span" && m["trace_id"] == "03".repeat(16)));
+    assert!(
+        messages
+            .iter()
+            .any(|m| m["signal"] == "span" && m["trace_id"] == "03".repeat(16))
+    );
 }

@@ -66,9 +66,15 @@ async fn python_opentelemetry_sdk_exports_spans_and_logs() {
         .expect("the Python span");
     assert_eq!(span["service"], "py-client");
     assert_eq!(span["name"], "py-span");
-    let log = lines.iter().find(|l| l["signal"] == "log").expect("the Python log");
+    let log = lines
+        .iter()
+        .find(|l| l["signal"] == "log")
+        .expect("the Python log");
     assert_eq!(log["service"], "py-client");
     assert_eq!(log["body"], "hello from python");
     assert_eq!(log["severity"], "WARN");
-    assert_eq!(log["trace_id"], span["trace_id"], "the log carries its span's trace id");
+    assert_eq!(
+        log["trace_id"], span["trace_id"],
+        "the log carries its span's trace id"
+    );
 }

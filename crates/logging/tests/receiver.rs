@@ -30,7 +30,10 @@ async fn logs_and_spans_reach_the_file_with_their_trace_ids() {
         .await
         .unwrap();
     // An empty request is fine too.
-    logs_client.export(logs("svc-a", "none", 0, 0)).await.unwrap();
+    logs_client
+        .export(logs("svc-a", "none", 0, 0))
+        .await
+        .unwrap();
 
     let stats = sidecar.stats().await;
     assert_eq!(stats.logs.as_ref().unwrap().received, 3);
@@ -44,7 +47,12 @@ async fn logs_and_spans_reach_the_file_with_their_trace_ids() {
     for (i, l) in logs.iter().enumerate() {
         assert_eq!(l["service"], "svc-a");
         assert_eq!(l["severity"], "INFO");
-        assert!(l["body"].as_str().unwrap().starts_with(&format!("hello {i} ")));
+        assert!(
+            l["body"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("hello {i} "))
+        );
         assert_eq!(l["trace_id"], "ab".repeat(16));
         assert_eq!(l["span_id"], "cd".repeat(8));
         assert_eq!(l["attributes"]["seq"], i.to_string());
@@ -92,7 +100,10 @@ async fn a_full_buffer_refuses_with_retry_info_and_retrying_senders_lose_nothing
     for s in senders {
         refused += s.await.unwrap();
     }
-    assert!(refused > 0, "3,000 records into a 64 KiB buffer drained at 2,000/s must push back");
+    assert!(
+        refused > 0,
+        "3,000 records into a 64 KiB buffer drained at 2,000/s must push back"
+    );
 
     let stats = sidecar.stats().await;
     let logs_stats = stats.logs.unwrap();
@@ -103,7 +114,11 @@ async fn a_full_buffer_refuses_with_retry_info_and_retrying_senders_lose_nothing
     sidecar.stop().await;
 
     let lines = read_lines(&path);
-    assert_eq!(lines.len(), 3000, "every retried record arrives exactly once");
+    assert_eq!(
+        lines.len(),
+        3000,
+        "every retried record arrives exactly once"
+    );
     let mut seen = std::collections::HashSet::new();
     for l in &lines {
         assert!(seen.insert(format!("{}|{}", l["service"], l["body"])));
@@ -120,17 +135,25 @@ async fn oversized_records_are_rejected_through_partial_success_and_the_rest_kep
 
     let mut req = logs("svc", "big", 4, 200);
     let rec = &mut req.resource_logs[0].scope_logs[0].log_records[1];
-    rec.attributes.push(opentelemetry_proto::tonic::common::v1::KeyValue {
-        key: "huge".into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::StringValue("y".repeat(100_000))),
-        }),
-        ..Default::default()
-    });
-    let resp: ExportLogsServiceResponse = sidecar.logs().await.export(req).await.unwrap().into_inner();
-    let partial = resp.partial_success.expect("partial_success for the huge record");
+    rec.attributes
+        .push(opentelemetry_proto::tonic::common::v1::KeyValue {
+            key: "huge".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue("y".repeat(100_000))),
+            }),
+            ..Default::default()
+        });
+    let resp: ExportLogsServiceResponse =
+        sidecar.logs().await.export(req).await.unwrap().into_inner();
+    let partial = resp
+        .partial_success
+        .expect("partial_success for the huge record");
     assert_eq!(partial.rejected_log_records, 1);
-    assert!(partial.error_message.contains("max_record_bytes"), "{}", partial.error_message);
+    assert!(
+        partial.error_message.contains("max_record_bytes"),
+        "{}",
+        partial.error_message
+    );
     let stats = sidecar.stats().await.logs.unwrap();
     assert_eq!((stats.received, stats.rejected), (3, 1));
     sidecar.stop().await;
@@ -159,7 +182,10 @@ async fn one_flooding_sender_leaves_room_for_the_others() {
     let mut flood = sidecar.logs().await;
     let mut refusal = None;
     for i in 0..200 {
-        match flood.export(logs("flood", &format!("f{i}"), 100, 200)).await {
+        match flood
+            .export(logs("flood", &format!("f{i}"), 100, 200))
+            .await
+        {
             Ok(_) => {}
             Err(s) => {
                 refusal = Some(s);
@@ -206,7 +232,10 @@ async fn records_sent_after_sigterm_are_still_received_and_flushed() {
     let lines = read_lines(&path);
     assert_eq!(lines.len(), 10);
     assert_eq!(
-        lines.iter().filter(|l| l["body"].as_str().unwrap().starts_with("after")).count(),
+        lines
+            .iter()
+            .filter(|l| l["body"].as_str().unwrap().starts_with("after"))
+            .count(),
         5
     );
 }
@@ -229,7 +258,10 @@ async fn files_rotate_by_size_and_keep_the_newest() {
     let sidecar = Sidecar::start(cfg).await;
     let mut client = sidecar.logs().await;
     for i in 0..20 {
-        client.export(logs("svc", &format!("r{i}"), 10, 300)).await.unwrap();
+        client
+            .export(logs("svc", &format!("r{i}"), 10, 300))
+            .await
+            .unwrap();
     }
     sidecar.stop().await;
     let rotated = |n: usize| dir.path().join(format!("rot.jsonl.{n}"));
@@ -242,5 +274,9 @@ async fn files_rotate_by_size_and_keep_the_newest() {
     // The newest records are in the live file, the oldest are gone.
     let lines = read_lines(&path);
     assert!(lines.len() < 200);
-    assert!(lines.iter().any(|l| l["body"].as_str().unwrap().starts_with("r19 ")));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["body"].as_str().unwrap().starts_with("r19 "))
+    );
 }

@@ -467,3 +467,23 @@ impl Telemetry {
         self.tracer.is_some()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gate_counts_what_it_turns_away_and_what_exports_lose() {
+        let gate = Gate::new(2);
+        assert!(gate.enter() && gate.enter());
+        assert!(!gate.enter(), "a third record exceeds the queue");
+        gate.leave(1, true);
+        assert!(gate.enter(), "an export frees room");
+        gate.leave(2, false);
+        let d = dropped(&gate, &Gate::new(1));
+        assert_eq!(d.spans_queue_full, 1);
+        assert_eq!(d.spans_export_failed, 2);
+        assert_eq!(d.total(), 3);
+        assert_eq!(gate.in_flight.load(Ordering::Relaxed), 0);
+    }
+}

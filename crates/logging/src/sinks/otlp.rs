@@ -48,7 +48,9 @@ impl Otlp {
         for b in batches {
             match &b.payload {
                 Payload::Logs(r) => logs.resource_logs.extend(r.resource_logs.iter().cloned()),
-                Payload::Spans(r) => spans.resource_spans.extend(r.resource_spans.iter().cloned()),
+                Payload::Spans(r) => spans
+                    .resource_spans
+                    .extend(r.resource_spans.iter().cloned()),
             }
         }
         let mut outcome = Outcome::default();
@@ -60,7 +62,12 @@ impl Otlp {
             }
         }
         if !spans.resource_spans.is_empty() {
-            let resp = self.traces.export(spans).await.map_err(classify)?.into_inner();
+            let resp = self
+                .traces
+                .export(spans)
+                .await
+                .map_err(classify)?
+                .into_inner();
             if let Some(p) = resp.partial_success {
                 outcome.rejected += p.rejected_spans.max(0) as u64;
                 outcome.message = p.error_message;

@@ -214,7 +214,9 @@ pub fn read_lines(path: &Path) -> Vec<serde_json::Value> {
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
         for line in text.lines() {
-            out.push(serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}")));
+            out.push(
+                serde_json::from_str(line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}")),
+            );
         }
     }
     out
