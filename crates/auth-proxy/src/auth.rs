@@ -454,14 +454,15 @@ impl JwtVerifier {
         }
         let kid = header.kid.as_deref();
         let (mut keys, mut kid_known) = self.candidates(kid, header.alg);
-        if keys.is_empty() && !kid_known {
-            if let Some(j) = &self.jwks {
-                if kid.is_some() && j.refetch().await {
-                    (keys, kid_known) = self.candidates(kid, header.alg);
-                }
-                if keys.is_empty() && !j.is_ready() && self.static_keys.is_empty() {
-                    return Err(ProxyError::KeysUnavailable);
-                }
+        if keys.is_empty()
+            && !kid_known
+            && let Some(j) = &self.jwks
+        {
+            if kid.is_some() && j.refetch().await {
+                (keys, kid_known) = self.candidates(kid, header.alg);
+            }
+            if keys.is_empty() && !j.is_ready() && self.static_keys.is_empty() {
+                return Err(ProxyError::KeysUnavailable);
             }
         }
         if keys.is_empty() {

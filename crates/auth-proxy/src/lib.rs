@@ -55,3 +55,42 @@ pub fn dev_env(api_key: &str) -> Vec<(String, String)> {
         ("FARGO_ACCESS__DEV__METHODS".into(), "*".into()),
     ]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dev_env_accepts_the_key_as_dev_for_everything() {
+        let cfg: Config = fargo_runtime::config::load(None, dev_env("k-123/+=")).unwrap();
+        assert_eq!(cfg.server.listen.port(), 50051);
+        assert_eq!(
+            cfg.clusters["thumbnail"].endpoints.0,
+            vec!["127.0.0.1:50061".to_owned()]
+        );
+        assert_eq!(
+            cfg.clusters["coin-value"].endpoints.0,
+            vec!["127.0.0.1:50062".to_owned()]
+        );
+        let state = state::State::compile(cfg, None).unwrap();
+        assert_eq!(state.api_keys.verify("k-123/+="), Some("dev"));
+        assert_eq!(state.api_keys.verify("k-124"), None);
+        let dev = auth::Principal {
+            name: "dev".into(),
+            scopes: vec![],
+            claims: Default::default(),
+        };
+        for m in [
+            "/fargo.thumbnail.v1.ThumbnailService/Thumbnail",
+            "/fargo.coinvalue.v1.CoinValueService/Value",
+        ] {
+            assert!(auth::allowed(&state.config.access, &dev, m));
+        }
+        // The plain key never appears in the environment.
+        assert!(
+            dev_env("k-123/+=")
+                .iter()
+                .all(|(_, v)| !v.contains("k-123"))
+        );
+    }
+}

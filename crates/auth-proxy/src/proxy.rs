@@ -292,21 +292,21 @@ fn rate_limit(
 ) -> Result<(), ProxyError> {
     use governor::clock::{Clock, DefaultClock};
     let clock = DefaultClock::default();
-    if let (Some(l), Some(p)) = (&state.principal_limiter, who) {
-        if let Err(nu) = l.check_key(&p.name) {
-            return Err(ProxyError::RateLimited {
-                scope: "this caller",
-                retry_after: nu.wait_time_from(clock.now()),
-            });
-        }
+    if let (Some(l), Some(p)) = (&state.principal_limiter, who)
+        && let Err(nu) = l.check_key(&p.name)
+    {
+        return Err(ProxyError::RateLimited {
+            scope: "this caller",
+            retry_after: nu.wait_time_from(clock.now()),
+        });
     }
-    if let Some(l) = route.and_then(|r| r.limiter.as_ref()) {
-        if let Err(nu) = l.check() {
-            return Err(ProxyError::RateLimited {
-                scope: "this route",
-                retry_after: nu.wait_time_from(clock.now()),
-            });
-        }
+    if let Some(l) = route.and_then(|r| r.limiter.as_ref())
+        && let Err(nu) = l.check()
+    {
+        return Err(ProxyError::RateLimited {
+            scope: "this route",
+            retry_after: nu.wait_time_from(clock.now()),
+        });
     }
     Ok(())
 }
@@ -404,10 +404,10 @@ async fn route_call(
         );
         h.remove("x-grpc-web");
     }
-    if let Some(p) = &who {
-        if let Ok(v) = HeaderValue::from_str(&p.name) {
-            h.insert(PRINCIPAL_HEADER, v);
-        }
+    if let Some(p) = &who
+        && let Ok(v) = HeaderValue::from_str(&p.name)
+    {
+        h.insert(PRINCIPAL_HEADER, v);
     }
     if let Some(d) = client_deadline {
         let left = d.saturating_sub(received.elapsed());

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use fargo_runtime::health::{HealthState, ServingStatus};
 use fargo_runtime::Shutdown as Stop;
+use fargo_runtime::health::{HealthState, ServingStatus};
 use fargo_runtime::layers::TraceLayer;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;

@@ -560,3 +560,48 @@ async fn health_follows_upstreams_and_message_limit_holds() {
         "proxy health still SERVING after the upstream stopped"
     );
 }
+
+#[tokio::test]
+async fn reflection_lists_the_whole_app_without_credentials() {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let up = upstream().await;
+    let mut cfg = config(up.addr);
+    let defaults = auth_proxy::Config::default();
+    cfg.routes.extend(defaults.routes);
+    cfg.clusters.extend(defaults.clusters);
+    let p = proxy(cfg).await;
+    let ch = tonic::transport::Endpoint::from_shared(format!("http://{}", p.addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = ServerReflectionClient::new(ch)
+        .server_reflection_info(tokio_stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(MessageResponse::ListServicesResponse(list)) =
+        stream.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("not a list");
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for want in [
+        ECHO,
+        "fargo.thumbnail.v1.ThumbnailService",
+        "fargo.coinvalue.v1.CoinValueService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+}

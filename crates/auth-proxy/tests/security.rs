@@ -280,7 +280,7 @@ async fn path_tricks_are_unimplemented() {
         format!("//{ECHO}/Echo"),
         format!("/{ECHO}//Echo"),
         format!("/{ECHO}%2FEcho"),
-        format!("/fargo.testing.v1.EchoService%2fEcho"),
+        "/fargo.testing.v1.EchoService%2fEcho".to_owned(),
         format!("/{}/Echo", ECHO.to_uppercase()),
         format!("/{ECHO}/Echo/"),
         format!("/{ECHO}/../{ECHO}/Echo"),
