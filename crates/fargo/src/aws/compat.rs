@@ -45,7 +45,7 @@ impl HttpConnector for CompatConnector {
             let bytes = body
                 .collect()
                 .await
-                .map_err(|e| ConnectorError::io(e))?
+                .map_err(ConnectorError::io)?
                 .to_bytes();
             let patched = patch(&bytes).unwrap_or_else(|| bytes.to_vec());
             *resp.body_mut() = SdkBody::from(patched);
