@@ -19,7 +19,8 @@
 //!   the containers that mount it, as the task's volume is.
 //! - `essential` becomes the label `fargo.essential`.
 //! - `${NAME}` placeholders become Compose variables: IMAGE_REPO and IMAGE_TAG default to
-//!   the local image names `docker/build-images.sh` builds, any other must be set.
+//!   the local image names `docker/build-images.sh` builds, OUTPUT_BUCKET to the data folder
+//!   mounted in the job; any other is left for the caller's environment.
 //! - A job task definition (`taskdefs/thumbnail-job.json`) becomes a one-shot service in
 //!   the `job` profile, so `up` leaves it alone and `docker compose run` starts it.
 
@@ -37,8 +38,13 @@ pub const COMPOSE_FILE: &str = "docker-compose.yml";
 pub const ASSEMBLY: &str = "taskdefs/assembly.json";
 pub const THUMBNAIL_JOB: &str = "taskdefs/thumbnail-job.json";
 
-/// Defaults of the placeholders a local run fills: the names `docker/build-images.sh` tags.
-const LOCAL_DEFAULTS: [(&str, &str); 2] = [("IMAGE_REPO", "fargo"), ("IMAGE_TAG", "dev")];
+/// Defaults of the placeholders a local run fills: the names `docker/build-images.sh` tags,
+/// and the data folder standing in for the job's output bucket.
+const LOCAL_DEFAULTS: [(&str, &str); 3] = [
+    ("IMAGE_REPO", "fargo"),
+    ("IMAGE_TAG", "dev"),
+    ("OUTPUT_BUCKET", DATA_MOUNT),
+];
 
 /// Where the host's `./data` appears in the job container.
 const DATA_MOUNT: &str = "/data";
@@ -574,9 +580,8 @@ fn compose_str(s: &str) -> String {
         let name = pair[0];
         match defaults.get(name) {
             Some(d) => out.push_str(&format!("${{{name}:-{d}}}")),
-            None => out.push_str(&format!(
-                "${{{name}:?{name} is a placeholder of the task definition: set it}}"
-            )),
+            // Compose warns about an unset variable; `:?` would fail the whole file.
+            None => out.push_str(&format!("${{{name}}}")),
         }
         if let Some(text) = pair.get(1) {
             out.push_str(text);
@@ -740,9 +745,10 @@ mod tests {
             compose_str("${IMAGE_REPO}/x:${IMAGE_TAG}"),
             "${IMAGE_REPO:-fargo}/x:${IMAGE_TAG:-dev}"
         );
+        assert_eq!(compose_str("r=${REGION}"), "r=${REGION}");
         assert_eq!(
-            compose_str("r=${REGION}"),
-            "r=${REGION:?REGION is a placeholder of the task definition: set it}"
+            compose_str("${OUTPUT_BUCKET}/thumbnails"),
+            "${OUTPUT_BUCKET:-/data}/thumbnails"
         );
         assert_eq!(build_target("123.ecr/fargo-coin-value:abc"), "coin-value");
     }
