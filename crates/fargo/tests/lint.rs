@@ -710,3 +710,26 @@ fn cli_exit_codes_and_one_line_errors() {
         "123456789012.dkr.ecr.us-east-1.amazonaws.com/fargo-auth-proxy:v9"
     );
 }
+
+#[test]
+fn eventbridge_bodies_keep_their_shape() {
+    let rule: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("taskdefs/thumbnail-job.rule.json")).unwrap(),
+    )
+    .unwrap();
+    let targets: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("taskdefs/thumbnail-job.targets.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(lint(Kind::Events, &rule).is_empty());
+    assert!(lint(Kind::Events, &targets).is_empty());
+    let mut r = rule.clone();
+    r.as_object_mut().unwrap().remove("EventPattern");
+    assert!(fired(Kind::Events, &r, "events/schema").contains(&"EventPattern".to_owned()));
+    let mut t = targets.clone();
+    t["Targets"][0]["EcsParameters"]["NetworkConfiguration"]["awsvpcConfiguration"]["Subnets"] =
+        json!([]);
+    assert!(fired(Kind::Events, &t, "events/schema").contains(
+        &"Targets[0].EcsParameters.NetworkConfiguration.awsvpcConfiguration.Subnets".to_owned()
+    ));
+}

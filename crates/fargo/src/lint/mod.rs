@@ -48,6 +48,8 @@ pub enum Kind {
     TaskDefinition,
     Service,
     Scaling,
+    /// An EventBridge `PutRule` (`*.rule.json`) or `PutTargets` (`*.targets.json`) body.
+    Events,
 }
 
 impl Kind {
@@ -57,6 +59,8 @@ impl Kind {
             Kind::Service
         } else if name.ends_with(".scaling.json") {
             Kind::Scaling
+        } else if name.ends_with(".rule.json") || name.ends_with(".targets.json") {
+            Kind::Events
         } else {
             Kind::TaskDefinition
         }
@@ -97,6 +101,7 @@ pub fn lint_value(kind: Kind, v: &Value, opts: &Options) -> Vec<Finding> {
             service::check(v, &mut out);
         }
         Kind::Scaling => scaling::check(v, &mut out),
+        Kind::Events => events(v, &mut out),
     }
     out
 }
@@ -137,4 +142,68 @@ pub(crate) fn warning(
 /// True for a value still holding a `${NAME}` placeholder (checked after rendering instead).
 pub(crate) fn templated(v: &Value) -> bool {
     v.as_str().is_some_and(|s| s.contains("${"))
+}
+
+/// EventBridge bodies: the shape fargo relies on (no model vendored for EventBridge): a rule
+/// has a Name and a pattern or schedule; targets name their rule and each target has an Id
+/// and Arn, and an ECS target on Fargate has subnets.
+fn events(v: &Value, out: &mut Vec<Finding>) {
+    let Some(obj) = v.as_object() else {
+        error(out, "events/schema", "(top level)", "expected an object");
+        return;
+    };
+    if obj.contains_key("Targets") {
+        if !obj.contains_key("Rule") {
+            error(
+                out,
+                "events/schema",
+                "Rule",
+                "PutTargets needs the rule's name",
+            );
+        }
+        let targets = obj.get("Targets").and_then(Value::as_array);
+        if targets.is_none_or(|t| t.is_empty()) {
+            error(out, "events/schema", "Targets", "needs at least one target");
+        }
+        for (i, t) in targets.into_iter().flatten().enumerate() {
+            for f in ["Id", "Arn"] {
+                if t.get(f).is_none() {
+                    error(
+                        out,
+                        "events/schema",
+                        format!("Targets[{i}].{f}"),
+                        "required by PutTargets",
+                    );
+                }
+            }
+            if let Some(ecs) = t.get("EcsParameters")
+                && ecs.get("LaunchType").and_then(Value::as_str) == Some("FARGATE")
+                && ecs
+                    .pointer("/NetworkConfiguration/awsvpcConfiguration/Subnets")
+                    .and_then(Value::as_array)
+                    .is_none_or(|s| s.is_empty())
+            {
+                error(
+                    out,
+                    "events/schema",
+                    format!(
+                        "Targets[{i}].EcsParameters.NetworkConfiguration.awsvpcConfiguration.Subnets"
+                    ),
+                    "a Fargate task target needs subnets",
+                );
+            }
+        }
+    } else {
+        if !obj.contains_key("Name") {
+            error(out, "events/schema", "Name", "PutRule needs a Name");
+        }
+        if !obj.contains_key("EventPattern") && !obj.contains_key("ScheduleExpression") {
+            error(
+                out,
+                "events/schema",
+                "EventPattern",
+                "a rule needs an EventPattern or a ScheduleExpression",
+            );
+        }
+    }
 }
