@@ -192,8 +192,8 @@ async fn report_periodically(
 }
 
 fn log_stats(s: &pb::Stats, msg: &str) {
-    let logs = s.logs.clone().unwrap_or_default();
-    let spans = s.spans.clone().unwrap_or_default();
+    let logs = s.logs.unwrap_or_default();
+    let spans = s.spans.unwrap_or_default();
     tracing::info!(
         logs.received = logs.received,
         logs.rejected = logs.rejected,

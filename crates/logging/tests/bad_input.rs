@@ -94,6 +94,16 @@ async fn malformed_invalid_utf8_and_oversized_requests_get_final_codes() {
     assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
     assert!(err.message().contains("too large"), "{}", err.message());
 
+    // A gzip bomb: small on the wire, over the limit once inflated.
+    let err = sidecar
+        .logs()
+        .await
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .export(logs("svc", "bomb", 1, 1_000_000))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+
     // Still up, and good requests still work.
     sidecar
         .logs()

@@ -57,7 +57,7 @@ pub struct Outcome {
 /// A destination. An enum rather than a trait object: four kinds, all known here.
 pub enum Sink {
     Lines(Lines),
-    Otlp(Otlp),
+    Otlp(Box<Otlp>),
     CloudWatch(Box<CloudWatch>),
 }
 
@@ -71,7 +71,7 @@ impl Sink {
                 f.max_file_bytes,
                 f.keep,
             )?)),
-            ExporterConfig::Otlp(o) => Sink::Otlp(Otlp::new(o)?),
+            ExporterConfig::Otlp(o) => Sink::Otlp(Box::new(Otlp::new(o)?)),
             ExporterConfig::Cloudwatch(c) => Sink::CloudWatch(Box::new(CloudWatch::new(c).await)),
         })
     }
