@@ -283,9 +283,11 @@ fn header(task: &TaskDefinition, owner: &str, sources: &[String]) -> String {
 # into ./data/in and either start one job by hand, with the overrides ECS would get:
 #   docker compose run --rm -e INPUT_VIDEO_FILE_URL={DATA_MOUNT}/in/clip.mp4 \\
 #     -e POSITION_TIME_DURATION=1 -e OUTPUT_S3_PATH={DATA_MOUNT}/out -e OUTPUT_THUMBS_FILE_NAME=clip.png thumbnail-job
-# or let the invoker watch the folder and start one container per new video through the
-# Docker Engine API (its Docker launcher backend), with the same image, command,
-# environment and mount as this service.
+# or let the invoker start one container per new video through the Docker Engine API:
+#   fargo watch IN -o OUT --backend docker --image fargo/fargo-thumbnail:dev
+# (the same image and `job` command, the video's URI, position and output in the job's
+# environment as ECS container overrides; it mounts no host folder, so IN and OUT must be
+# reachable from a container, e.g. s3:// or http(s)://).
 #
 # Credentials: the auth-proxy reads API keys and access rules from FARGO_* variables; add
 # yours in an override file (docker compose -f docker-compose.yml -f mine.yml up), e.g.
