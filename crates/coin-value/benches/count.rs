@@ -1,1 +1,75 @@
-fn main() {}
+//! One full count of a 12 MP phone-sized JPEG (decode included) against the `image`
+//! crate's full-size decode of the same file, measured in the same run.
+//! `cargo bench -p coin-value --bench count` (release profile).
+
+use std::time::{Duration, Instant};
+
+use coin_value::{DecodeLimits, synth};
+
+fn median_of(runs: usize, mut f: impl FnMut()) -> (Duration, Duration) {
+    f(); // warm caches and allocator
+    let mut t: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed()
+        })
+        .collect();
+    t.sort();
+    (t[t.len() / 2], t[t.len() * 9 / 10])
+}
+
+fn main() {
+    let runs: usize = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(15);
+    let limits = DecodeLimits::default();
+    println!("coin-value count bench: median (p90) of {runs} runs each, one thread\n");
+    for seed in [1u64, 6, 14] {
+        let photo = synth::render(seed, 4032, 3024);
+        let jpeg = &photo.jpeg;
+        let (full, full90) = median_of(runs, || {
+            let img = image::load_from_memory_with_format(jpeg, image::ImageFormat::Jpeg)
+                .map(|i| i.into_rgb8());
+            assert!(img.is_ok());
+        });
+        let (dec, dec90) = median_of(runs, || {
+            assert!(coin_value::decode::decode(jpeg, &limits).is_ok());
+        });
+        let mut total = 0;
+        let (count, count90) = median_of(runs, || {
+            total = coin_value::count(jpeg, &limits, false)
+                .map(|r| r.total_cents)
+                .unwrap_or(-1);
+        });
+        println!(
+            "seed {seed:>2} 4032x3024 {:>5} KB {} coins, truth {}c, counted {}c",
+            jpeg.len() / 1024,
+            photo.coins.len(),
+            photo.total_cents,
+            total
+        );
+        println!(
+            "  image crate full decode     {:>7.1} ms (p90 {:>6.1})",
+            ms(full),
+            ms(full90)
+        );
+        println!(
+            "  DCT-scaled decode (1/4)     {:>7.1} ms (p90 {:>6.1})  = {:.2}x full decode",
+            ms(dec),
+            ms(dec90),
+            ms(dec) / ms(full)
+        );
+        println!(
+            "  full count incl. decode     {:>7.1} ms (p90 {:>6.1})  = {:.2}x full decode (target <= 0.60x)\n",
+            ms(count),
+            ms(count90),
+            ms(count) / ms(full)
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

@@ -110,11 +110,11 @@ fn count(
             return ExitCode::FAILURE;
         }
     };
-    if let (Some(path), Some(jpeg)) = (annotate, &result.annotated_jpeg) {
-        if let Err(e) = std::fs::write(path, jpeg) {
-            eprintln!("coin-value: cannot write {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
+    if let (Some(path), Some(jpeg)) = (annotate, &result.annotated_jpeg)
+        && let Err(e) = std::fs::write(path, jpeg)
+    {
+        eprintln!("coin-value: cannot write {}: {e}", path.display());
+        return ExitCode::FAILURE;
     }
     match serde_json::to_string_pretty(&result) {
         Ok(s) => {

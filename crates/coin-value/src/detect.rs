@@ -9,6 +9,9 @@
 //!    from its centre, with a robust circle fit, so soft shadows and blur do not bias
 //!    the diameter; shapes whose edges are not a circle are rejected.
 
+// Pixel loops index several parallel planes by channel; iterators would hide that.
+#![allow(clippy::needless_range_loop)]
+
 use image::{GrayImage, Luma, RgbImage};
 use imageproc::distance_transform::euclidean_squared_distance_transform;
 use imageproc::region_labelling::{Connectivity, connected_components};

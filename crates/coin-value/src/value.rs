@@ -120,10 +120,10 @@ fn copper_probability(coins: &[Circle]) -> Vec<f64> {
         .windows(2)
         .map(|p| (p[1] - p[0], (p[0] + p[1]) / 2.0))
         .max_by(|a, b| a.0.total_cmp(&b.0))
+        && gap >= 0.06
+        && (0.05..=0.25).contains(&mid)
     {
-        if gap >= 0.06 && (0.05..=0.25).contains(&mid) {
-            thr = mid;
-        }
+        thr = mid;
     }
     coins
         .iter()
@@ -197,11 +197,11 @@ pub fn value(coins: &[Circle], long_side: f64) -> Valuation {
         // Least squares of log-scale over coins that fit something.
         let (mut num, mut n) = (0.0, 0.0);
         for (&di, &p) in d.iter().zip(&pc) {
-            if let (c, Some(den)) = coin_cost(di, p, s) {
-                if c < OUTLIER {
-                    num += (di / den.diameter_mm()).ln();
-                    n += 1.0;
-                }
+            if let (c, Some(den)) = coin_cost(di, p, s)
+                && c < OUTLIER
+            {
+                num += (di / den.diameter_mm()).ln();
+                n += 1.0;
             }
         }
         if n == 0.0 {
