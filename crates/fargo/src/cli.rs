@@ -35,6 +35,10 @@ pub enum Cmd {
     RunTask(crate::cmd::run_task::RunTaskArgs),
     /// The service's deployments, counts, tasks and recent events.
     Status(crate::cmd::status::StatusArgs),
+    /// Count the coins of a picture with the running app's coin-value service.
+    Count(crate::cmd::count::CountArgs),
+    /// Load-test one RPC of the app: N clients, req/s, p50/p90/p99/max, errors by code.
+    Load(crate::cmd::load::LoadArgs),
     /// Thumbnail(s) of a video from the running app: `fargo thumb VIDEO --at 12.5 -o OUT.png`.
     Thumb(crate::cmd::thumb::ThumbArgs),
     /// Launch one thumbnail job per new video in a folder or S3 prefix (local, docker or ecs).
@@ -88,6 +92,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Deploy(args) => crate::cmd::deploy::run(args).await,
         Cmd::RunTask(args) => crate::cmd::run_task::run(args).await,
         Cmd::Status(args) => crate::cmd::status::run(args).await,
+        Cmd::Count(args) => crate::cmd::count::run(args).await,
+        Cmd::Load(args) => crate::cmd::load::run(args).await,
         Cmd::Thumb(args) => crate::cmd::thumb::run(args).await,
         Cmd::Watch(args) => crate::cmd::watch::run(args).await,
         // Dispatched in `main` before any runtime exists.
