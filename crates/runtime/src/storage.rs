@@ -364,11 +364,7 @@ impl Storage {
     /// Every object under `prefix` (a local folder, recursively, or an S3 prefix).
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, StorageError> {
         let loc = Location::parse(prefix)?;
-        let (store, path, render): (
-            Arc<dyn ObjectStore>,
-            Option<ObjPath>,
-            Box<dyn Fn(&ObjPath) -> String + Send>,
-        ) = match &loc {
+        let (store, path, render): (Arc<dyn ObjectStore>, Option<ObjPath>, RenderUri) = match &loc {
             Location::Local(p) => {
                 if !p.is_dir() {
                     return Err(StorageError::NotFound {
@@ -447,6 +443,9 @@ impl Storage {
         }
     }
 }
+
+/// Turns a listed in-store path back into the URI a caller can pass in again.
+type RenderUri = Box<dyn Fn(&ObjPath) -> String + Send>;
 
 fn local_path(uri: &str, p: &FsPath) -> Result<ObjPath, StorageError> {
     ObjPath::from_absolute_path(p).map_err(|e| StorageError::InvalidUri {

@@ -74,7 +74,9 @@ pub struct Limits {
     pub max_frame_pixels: u64,
     /// Largest image produced (thumbnail or sprite sheet).
     pub max_output_pixels: u64,
-    /// Decoder threads; 1 disables threading.
+    /// Decoder frame threads; 1 (the default) disables threading. Measured on 2 cores
+    /// (benches/thumbnail.rs): one thread was fastest for single thumbnails and for
+    /// many positions, since frame threads delay the first frame after every seek.
     pub decoder_threads: usize,
     /// Frames examined past the position in representative mode.
     pub representative_scan: u32,
@@ -85,7 +87,7 @@ impl Default for Limits {
         Self {
             max_frame_pixels: 8192 * 4320,
             max_output_pixels: 16_777_216,
-            decoder_threads: 2,
+            decoder_threads: 1,
             representative_scan: 90,
         }
     }
@@ -270,7 +272,6 @@ pub fn extract(
     let display = display_matrix(&stream);
     let params = stream.parameters();
     let video_delay = has_video_delay(&params);
-    drop(stream);
 
     // Refuse a huge stream before the decoder allocates anything for it.
     let (w, h) = dimensions(&params);
@@ -678,7 +679,7 @@ impl Session<'_> {
         let mut seen = 0u32;
         while let Some(p) = cur.take() {
             // Sample every third frame: neighbours are near copies.
-            if seen % 3 == 0 {
+            if seen.is_multiple_of(3) {
                 let rgb = Pipeline::run(graph, chain, &p.frame, tb, name)?;
                 let (mean, sd) = luma_stats(&rgb);
                 if sd >= UNIFORM_SD && (BLACK_MEAN..=WHITE_MEAN).contains(&mean) {
@@ -990,7 +991,7 @@ mod raw {
             let entry = ff::ffi::avformat_index_get_entry_from_timestamp(
                 st,
                 ts,
-                ff::ffi::AVSEEK_FLAG_BACKWARD as i32,
+                ff::ffi::AVSEEK_FLAG_BACKWARD,
             );
             (!entry.is_null()).then(|| (*entry).timestamp)
         }
@@ -1003,7 +1004,7 @@ mod raw {
     impl SeekToPts for format::format::Input {
         fn flags_contains_seek_to_pts(&self) -> bool {
             // SAFETY: a demuxer description is static data.
-            unsafe { (*self.as_ptr()).flags & ff::ffi::AVFMT_SEEK_TO_PTS as i32 != 0 }
+            unsafe { (*self.as_ptr()).flags & ff::ffi::AVFMT_SEEK_TO_PTS != 0 }
         }
     }
 }

@@ -255,10 +255,13 @@ fn err(input: &str, pos: &str) -> EngineError {
     run(input, &request(&[pos], Mode::Accurate, Size::default())).unwrap_err()
 }
 
+/// File, position, and what the error must be.
+type Case = (&'static str, &'static str, fn(&EngineError) -> bool);
+
 #[test]
 fn bad_inputs_name_the_input_and_the_reason() {
     let f = fixtures();
-    let cases: [(&str, &str, fn(&EngineError) -> bool); 8] = [
+    let cases: [Case; 8] = [
         ("audio.m4a", "0.5", |e| {
             matches!(e, EngineError::NoVideo { .. })
         }),
