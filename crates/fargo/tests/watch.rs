@@ -91,3 +91,57 @@ fn local_invoker_launches_once_per_video_and_reports_failures() {
     assert!(err.contains("1 launched, 0 failed"), "{err}");
     assert!(output.join("c.png").is_file());
 }
+
+/// The EventBridge target fills the job's environment contract from the S3 event.
+#[test]
+fn eventbridge_target_fills_the_job_contract() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../taskdefs");
+    let read = |f: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(root.join(f)).unwrap()).unwrap()
+    };
+    let job = read("thumbnail-job.json");
+    let container = &job["containerDefinitions"][0];
+    assert_eq!(container["name"], "thumbnail-job");
+    assert_eq!(container["command"][0], "job");
+    let rule = read("thumbnail-job.rule.json");
+    let pattern: serde_json::Value =
+        serde_json::from_str(rule["EventPattern"].as_str().unwrap()).unwrap();
+    assert_eq!(pattern["detail-type"][0], "Object Created");
+    let targets = read("thumbnail-job.targets.json");
+    let t = &targets["Targets"][0];
+    assert_eq!(targets["Rule"], rule["Name"]);
+    let tr = &t["InputTransformer"];
+    // What EventBridge sends for s3://in/videos/a.mp4 after substitution.
+    let filled = tr["InputTemplate"]
+        .as_str()
+        .unwrap()
+        .replace("<bucket>", "in")
+        .replace("<key>", "videos/a.mp4");
+    let overrides: serde_json::Value = serde_json::from_str(&filled).unwrap();
+    let c = &overrides["containerOverrides"][0];
+    assert_eq!(c["name"], container["name"]);
+    let mut env: Vec<(String, String)> = c["environment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(container["environment"].as_array().unwrap())
+        .map(|kv| {
+            (
+                kv["name"].as_str().unwrap().to_owned(),
+                kv["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    env.sort();
+    let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+    for needed in [
+        "INPUT_VIDEO_FILE_URL",
+        "OUTPUT_S3_PATH",
+        "OUTPUT_THUMBS_FILE_NAME",
+        "POSITION_TIME_DURATION",
+    ] {
+        assert!(names.contains(&needed), "{needed} missing from {names:?}");
+    }
+    assert!(env.contains(&("INPUT_VIDEO_FILE_URL".into(), "s3://in/videos/a.mp4".into())));
+    assert_eq!(tr["InputPathsMap"]["key"], "$.detail.object.key");
+}
