@@ -93,7 +93,7 @@ async fn start(dir: &Path, exporter_yaml: &str) -> Sidecar {
     std::fs::write(
         &cfg,
         format!(
-            "server:\n  listen: \"127.0.0.1:{port}\"\n  grace_period: 60s\nreceiver:\n  retry_after: 20ms\nlifecycle:\n  keep_receiving: 0s\n  flush_timeout: 120s\n  stats_interval: 0s\ntelemetry:\n  log_level: warn\nexporters:\n{exporter_yaml}"
+            "server:\n  listen: \"127.0.0.1:{port}\"\n  grace_period: 60s\nreceiver:\n  retry_after: 5ms\nlifecycle:\n  keep_receiving: 0s\n  flush_timeout: 120s\n  stats_interval: 0s\ntelemetry:\n  log_level: warn\nexporters:\n{exporter_yaml}"
         ),
     )
     .unwrap();

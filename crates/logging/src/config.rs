@@ -135,6 +135,7 @@ impl ExporterConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct BufferConfig {
     /// Encoded OTLP bytes this exporter may hold; past it senders are told to retry.
+    /// Decoded in memory they take about three times as much.
     pub max_bytes: usize,
     /// Records handed to the destination in one go, at most.
     pub batch_records: usize,
@@ -150,7 +151,7 @@ pub struct BufferConfig {
 impl Default for BufferConfig {
     fn default() -> Self {
         Self {
-            max_bytes: 32 * 1024 * 1024,
+            max_bytes: 8 * 1024 * 1024,
             batch_records: 8192,
             rate_limit: 0,
             initial_backoff: Duration::from_millis(100),
