@@ -145,3 +145,64 @@ fn eventbridge_target_fills_the_job_contract() {
     assert!(env.contains(&("INPUT_VIDEO_FILE_URL".into(), "s3://in/videos/a.mp4".into())));
     assert_eq!(tr["InputPathsMap"]["key"], "$.detail.object.key");
 }
+
+/// `fargo thumb` streams a local file up to a running thumbnail service.
+#[test]
+fn thumb_streams_a_local_file_to_the_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("v.mp4");
+    make_video(&video, 2);
+    let port = fargo_testkit::free_port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_fargo"))
+        .args(["sidecar", "thumbnail", "serve"])
+        .env("FARGO_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .spawn()
+        .unwrap();
+    assert!(fargo_testkit::wait_for_port(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        std::time::Duration::from_secs(20)
+    ));
+    let out = dir.path().join("t.jpg");
+    let o = Command::new(env!("CARGO_BIN_EXE_fargo"))
+        .args([
+            "thumb",
+            "--endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "--at",
+            "1.5",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(&video)
+        .output()
+        .unwrap();
+    let missing = Command::new(env!("CARGO_BIN_EXE_fargo"))
+        .args([
+            "thumb",
+            "--endpoint",
+            &format!("http://127.0.0.1:{port}"),
+            "--at",
+            "9",
+            "-o",
+        ])
+        .arg(dir.path().join("x.png"))
+        .arg(&video)
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = std::fs::read(&out).unwrap();
+    assert_eq!(
+        &bytes[..2],
+        &[0xff, 0xd8],
+        "a JPEG, from the output's extension"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("160x120"));
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("past the end"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+}
