@@ -190,10 +190,17 @@ async fn streams_rss(addr: SocketAddr, pid: u32, echo: &Echo) -> (u64, u64) {
     (rss, open)
 }
 
+/// Stops a child on drop with SIGTERM, so nginx's master also stops its workers
+/// (SIGKILL would orphan them).
 struct Kill(Child);
 impl Drop for Kill {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        let term = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        if term.is_err() {
+            let _ = self.0.kill();
+        }
         let _ = self.0.wait();
     }
 }
