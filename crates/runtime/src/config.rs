@@ -40,7 +40,8 @@ pub struct ServerConfig {
     /// Upper bound for a unary call (a smaller client `grpc-timeout` wins).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// Requests handled at once; 0 means twice the CPUs available.
+    /// Calls handled at once (streams included, health and reflection exempt); 0 means
+    /// 256, a memory bound for I/O-bound services. CPU-bound ones set their core count.
     pub concurrency_limit: usize,
     /// Refuse rather than queue past the limit, with RESOURCE_EXHAUSTED.
     pub shed_load: bool,
@@ -69,12 +70,9 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
-    /// The concurrency limit with 0 resolved against the CPUs this process may use.
+    /// The concurrency limit with 0 resolved to the default.
     pub fn effective_concurrency(&self) -> usize {
-        if self.concurrency_limit > 0 {
-            return self.concurrency_limit;
-        }
-        std::thread::available_parallelism().map_or(2, |n| n.get()) * 2
+        if self.concurrency_limit > 0 { self.concurrency_limit } else { 256 }
     }
 }
 
