@@ -72,7 +72,11 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// The concurrency limit with 0 resolved to the default.
     pub fn effective_concurrency(&self) -> usize {
-        if self.concurrency_limit > 0 { self.concurrency_limit } else { 256 }
+        if self.concurrency_limit > 0 {
+            self.concurrency_limit
+        } else {
+            256
+        }
     }
 }
 

@@ -42,11 +42,7 @@ impl HttpConnector for CompatConnector {
         HttpConnectorFuture::new(async move {
             let mut resp = inner.call(request).await?;
             let body = resp.take_body();
-            let bytes = body
-                .collect()
-                .await
-                .map_err(ConnectorError::io)?
-                .to_bytes();
+            let bytes = body.collect().await.map_err(ConnectorError::io)?.to_bytes();
             let patched = patch(&bytes).unwrap_or_else(|| bytes.to_vec());
             *resp.body_mut() = SdkBody::from(patched);
             Ok(resp)
