@@ -95,6 +95,7 @@ fn up_runs_the_assembly_refuses_a_second_copy_and_stops_cleanly() {
             "{name} is not SERVING on its task-definition port {port}"
         );
     }
+    through_the_proxy();
 
     // A second copy fails at once, naming a port, and starts nothing.
     let second = Command::new(env!("CARGO_BIN_EXE_fargo"))
