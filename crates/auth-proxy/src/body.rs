@@ -28,29 +28,111 @@ pub struct RequestStats {
 #[error("request message of {0} bytes exceeds the limit")]
 pub struct TooLarge(pub u64);
 
-pin_project_lite::pin_project! {
-    /// Passes request frames through while parsing the 5-byte gRPC message prefixes,
-    /// failing the stream at the first message over `max` before its payload is sent.
-    pub struct RequestBody<B> {
-        #[pin]
-        inner: B,
-        max: u64,
-        header: [u8; 5],
-        have: usize,
-        remaining: u64,
-        stats: Arc<RequestStats>,
+/// Request bytes kept for a replay on another endpoint; a call with more than this in
+/// flight when its endpoint fails is not retried.
+pub const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// What a request body hands back when it is dropped unfinished-but-replayable: the
+/// frames already given to the failed endpoint, the rest of the client's stream, and the
+/// message parser's state.
+#[derive(Debug)]
+pub struct Replay<B> {
+    inner: Option<B>,
+    frames: Vec<Bytes>,
+    header: [u8; 5],
+    have: usize,
+    remaining: u64,
+}
+
+/// Passes request frames through while parsing the 5-byte gRPC message prefixes,
+/// failing the stream at the first message over `max` before its payload is sent.
+/// Frames sent are kept (up to [`REPLAY_LIMIT`]) and handed back on drop when the
+/// call may be replayed on another endpoint.
+pub struct RequestBody<B> {
+    /// `None` once the client's stream has ended.
+    inner: Option<B>,
+    /// Frames to send again before reading more of `inner` (a replay).
+    resend: std::collections::VecDeque<Bytes>,
+    kept: Vec<Bytes>,
+    kept_len: usize,
+    give_back: Option<tokio::sync::oneshot::Sender<Replay<B>>>,
+    max: u64,
+    header: [u8; 5],
+    have: usize,
+    remaining: u64,
+    stats: Arc<RequestStats>,
+}
+
+impl<B> std::fmt::Debug for RequestBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestBody").finish_non_exhaustive()
     }
 }
 
 impl<B> RequestBody<B> {
-    pub fn new(inner: B, max: u64, stats: Arc<RequestStats>) -> Self {
+    /// A fresh body; `give_back`, when given, receives it back if dropped replayable.
+    pub fn new(
+        inner: B,
+        max: u64,
+        stats: Arc<RequestStats>,
+        give_back: Option<tokio::sync::oneshot::Sender<Replay<B>>>,
+    ) -> Self {
         Self {
-            inner,
+            inner: Some(inner),
+            resend: Default::default(),
+            kept: Vec::new(),
+            kept_len: 0,
+            give_back,
             max,
             header: [0; 5],
             have: 0,
             remaining: 0,
             stats,
+        }
+    }
+
+    /// The same request again, from its first byte; it is not replayed a second time.
+    pub fn replay(r: Replay<B>, max: u64, stats: Arc<RequestStats>) -> Self {
+        Self {
+            inner: r.inner,
+            resend: r.frames.into(),
+            kept: Vec::new(),
+            kept_len: 0,
+            give_back: None,
+            max,
+            header: r.header,
+            have: r.have,
+            remaining: r.remaining,
+            stats,
+        }
+    }
+
+    fn keep(&mut self, data: &Bytes) {
+        let Some(tx) = &self.give_back else { return };
+        self.kept_len += data.len();
+        // A closed receiver means the upstream answered: no replay will be asked for.
+        if self.kept_len > REPLAY_LIMIT || tx.is_closed() {
+            // Too much to hold: this call will not be replayed.
+            self.give_back = None;
+            self.kept = Vec::new();
+        } else {
+            self.kept.push(data.clone());
+        }
+    }
+}
+
+impl<B> Drop for RequestBody<B> {
+    fn drop(&mut self) {
+        if let Some(tx) = self.give_back.take() {
+            let mut frames = std::mem::take(&mut self.kept);
+            frames.extend(self.resend.drain(..));
+            let _ = tx.send(Replay {
+                inner: self.inner.take(),
+                frames,
+                header: self.header,
+                have: self.have,
+                remaining: self.remaining,
+            });
         }
     }
 }
@@ -89,7 +171,7 @@ pub fn scan_frames(
 
 impl<B> Body for RequestBody<B>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
     type Data = Bytes;
@@ -99,31 +181,60 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let frame = match ready!(this.inner.poll_frame(cx)) {
-            None => return Poll::Ready(None),
-            Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+        let this = self.get_mut();
+        if let Some(data) = this.resend.pop_front() {
+            // Already counted and checked when first sent.
+            this.keep(&data);
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match ready!(Pin::new(inner).poll_frame(cx)) {
+            None => {
+                this.inner = None;
+                return Poll::Ready(None);
+            }
+            Some(Err(e)) => {
+                this.give_back = None;
+                return Poll::Ready(Some(Err(e.into())));
+            }
             Some(Ok(f)) => f,
         };
-        if let Some(data) = frame.data_ref() {
-            this.stats
-                .bytes
-                .fetch_add(data.len() as u64, Ordering::Relaxed);
-            if let Some(len) = scan_frames(data, this.header, this.have, this.remaining, *this.max)
-            {
-                this.stats.oversized.store(len, Ordering::Relaxed);
-                return Poll::Ready(Some(Err(Box::new(TooLarge(len)))));
+        match frame.data_ref() {
+            Some(data) => {
+                this.stats
+                    .bytes
+                    .fetch_add(data.len() as u64, Ordering::Relaxed);
+                if let Some(len) = scan_frames(
+                    data,
+                    &mut this.header,
+                    &mut this.have,
+                    &mut this.remaining,
+                    this.max,
+                ) {
+                    this.stats.oversized.store(len, Ordering::Relaxed);
+                    this.give_back = None;
+                    return Poll::Ready(Some(Err(Box::new(TooLarge(len)))));
+                }
+                let data = data.clone();
+                this.keep(&data);
             }
+            // Request trailers are not kept; such a call is not replayed.
+            None => this.give_back = None,
         }
         Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.resend.is_empty() && self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Some(b) if self.resend.is_empty() => b.size_hint(),
+            _ => SizeHint::default(),
+        }
     }
 }
 

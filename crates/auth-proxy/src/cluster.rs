@@ -166,6 +166,16 @@ impl Cluster {
             })
     }
 
+    /// The least loaded available endpoint other than `not`, for a retry.
+    pub fn pick_other(&self, not: SocketAddr) -> Option<Arc<Endpoint>> {
+        let now = now_ms();
+        self.endpoints()
+            .iter()
+            .filter(|e| e.addr != not && e.available(now))
+            .min_by_key(|e| e.in_flight())
+            .cloned()
+    }
+
     /// Passive health: consecutive failures eject the endpoint, for longer each time.
     pub fn report(&self, ep: &Endpoint, ok: bool) {
         if ok {

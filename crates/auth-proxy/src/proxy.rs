@@ -435,27 +435,68 @@ async fn route_call(
 
     let stats = Arc::new(RequestStats::default());
     let max = state.config.server.max_message_bytes as u64;
-    let upstream_req = Request::from_parts(parts, RequestBody::new(body, max, stats.clone()));
-    let sent = tokio::time::timeout(head_limit, shared.client.request(upstream_req))
-        .instrument(span)
-        .await;
-    let resp = match sent {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            let oversized = stats.oversized.load(Ordering::Relaxed);
-            if oversized > 0 {
-                return Err(ProxyError::MessageTooLarge {
-                    size: oversized,
-                    limit: max,
-                });
-            }
-            route.cluster.report(&ep, false);
-            let why = std::error::Error::source(&e)
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| e.to_string());
-            return Err(ProxyError::Upstream(ep.addr.to_string(), why));
+    let (give_back, replay) = tokio::sync::oneshot::channel();
+    // Kept to send the call again should its endpoint refuse it.
+    let method = parts.method.clone();
+    let headers = parts.headers.clone();
+    let mut upstream_req = Request::from_parts(
+        parts,
+        RequestBody::new(body, max, stats.clone(), Some(give_back)),
+    );
+    let mut replay = Some(replay);
+    let (mut ep, mut flight) = (ep, flight);
+    let deadline = tokio::time::Instant::now() + head_limit;
+    let resp = loop {
+        let sent = tokio::time::timeout_at(deadline, shared.client.request(upstream_req))
+            .instrument(span.clone())
+            .await;
+        let e = match sent {
+            Ok(Ok(r)) => break r,
+            Ok(Err(e)) => e,
+            Err(_) => return Err(ProxyError::Deadline(head_limit)),
+        };
+        let oversized = stats.oversized.load(Ordering::Relaxed);
+        if oversized > 0 {
+            return Err(ProxyError::MessageTooLarge {
+                size: oversized,
+                limit: max,
+            });
         }
-        Err(_) => return Err(ProxyError::Deadline(head_limit)),
+        route.cluster.report(&ep, false);
+        let why = std::error::Error::source(&e)
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| e.to_string());
+        let err = ProxyError::Upstream(ep.addr.to_string(), why);
+        // Once, on another endpoint, and only when this one provably did not process it.
+        let Some(replay) = replay.take().filter(|_| unprocessed(&e)) else {
+            return Err(err);
+        };
+        let Some(next) = route.cluster.pick_other(ep.addr) else {
+            return Err(err);
+        };
+        let Ok(Ok(replay)) = tokio::time::timeout_at(deadline, replay).await else {
+            return Err(err);
+        };
+        tracing::info!(method = %path, failed = %ep.addr, retry = %next.addr, error = %err,
+            "upstream did not take the call; retrying on another endpoint");
+        let mut h = headers.clone();
+        if let Some(d) = client_deadline {
+            let left = d.saturating_sub(received.elapsed());
+            if let Ok(v) = HeaderValue::from_str(&format_grpc_timeout(left)) {
+                h.insert("grpc-timeout", v);
+            }
+        }
+        let uri: http::Uri = format!("{}{}", next.base, path)
+            .parse()
+            .map_err(|_| ProxyError::BadPath(path.clone()))?;
+        let mut r = Request::new(RequestBody::replay(replay, max, stats.clone()));
+        *r.method_mut() = method.clone();
+        *r.uri_mut() = uri;
+        *r.version_mut() = Version::HTTP_2;
+        *r.headers_mut() = h;
+        upstream_req = r;
+        flight = next.start();
+        ep = next;
     };
 
     let (mut parts, body) = resp.into_parts();
@@ -489,6 +530,25 @@ async fn route_call(
         Some((route.cluster.clone(), flight)),
     );
     Ok(Response::from_parts(parts, Body::new(body)))
+}
+
+/// Whether a failed upstream call certainly never reached the service: the connection
+/// was never made, the stream was refused (`REFUSED_STREAM`), or a graceful GOAWAY
+/// excluded it (a GOAWAY with an error code may cover processed streams too).
+fn unprocessed(e: &hyper_util::client::legacy::Error) -> bool {
+    if e.is_connect() {
+        return true;
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            return h2.is_remote()
+                && (h2.reason() == Some(h2::Reason::REFUSED_STREAM)
+                    || (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR)));
+        }
+        src = s.source();
+    }
+    false
 }
 
 fn authorize(state: &State, who: &Principal, path: &str) -> Result<(), ProxyError> {
