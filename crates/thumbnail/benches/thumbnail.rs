@@ -128,9 +128,12 @@ fn main() {
             cli(&input, p, &out);
         }
     });
-    for threads in [1usize, 2, 3] {
+    // Frame threads per decoder, and decoders per request (positions from different
+    // keyframes on separate threads).
+    for (threads, decoders) in [(1usize, 1usize), (1, 2), (2, 2)] {
         let mut config = thumbnail::Config::default();
         config.thumbnail.decoder_threads = threads;
+        config.thumbnail.decoders_per_request = decoders;
         let (mut client, _stop) = rt.block_on(start(config));
         let uri = input.display().to_string();
         let mut call = |positions: &[String]| {
@@ -149,7 +152,7 @@ fn main() {
         let s_ten = time(|| call(&positions));
         let s_key = time(|| call(&[key.to_owned()]));
         let s_deep = time(|| call(&[deep.to_owned()]));
-        println!("\nservice, decoder frame threads = {threads}");
+        println!("\nservice, decoder frame threads = {threads}, decoders per request = {decoders}");
         report(
             "  ten positions (1,3,..,19 s) in one request vs ten CLI runs",
             s_ten,

@@ -66,8 +66,8 @@ pub struct Request {
     pub sprite: Option<SpriteSpec>,
 }
 
-/// Resource bounds of one extraction.
-#[derive(Debug, Clone, Copy)]
+/// Resource bounds of one extraction, and how network inputs are read.
+#[derive(Debug, Clone)]
 pub struct Limits {
     /// Largest decoded frame (width x height) accepted; beyond it the input is refused
     /// before any frame is decoded.
@@ -78,8 +78,13 @@ pub struct Limits {
     /// (benches/thumbnail.rs): one thread was fastest for single thumbnails and for
     /// many positions, since frame threads delay the first frame after every seek.
     pub decoder_threads: usize,
+    /// Decoders one extraction may run at once, each on its own thread, for positions
+    /// that start from different keyframes.
+    pub decoders: usize,
     /// Frames examined past the position in representative mode.
     pub representative_scan: u32,
+    /// CA bundle (PEM) that https inputs are verified against, instead of the system's.
+    pub tls_ca_file: Option<String>,
 }
 
 impl Default for Limits {
@@ -88,7 +93,9 @@ impl Default for Limits {
             max_frame_pixels: 8192 * 4320,
             max_output_pixels: 16_777_216,
             decoder_threads: 1,
+            decoders: 2,
             representative_scan: 90,
+            tls_ca_file: None,
         }
     }
 }
@@ -179,6 +186,8 @@ pub enum EngineError {
     },
     #[error("{input}: {reason}")]
     Unsupported { input: String, reason: String },
+    #[error("{input}: {reason}")]
+    Unreachable { input: String, reason: String },
     #[error("cancelled")]
     Cancelled,
     #[error("{input}: {reason}")]
@@ -233,8 +242,122 @@ struct Picked {
     ts: i64,
 }
 
+/// An opened input: its demuxer, the decoder of the video stream chosen, and what
+/// positions are resolved against.
+struct Source {
+    ictx: format::context::Input,
+    decoder: ff::decoder::Video,
+    index: usize,
+    tb: Rational,
+    display: Option<[i32; 9]>,
+    start_us: i64,
+    duration_us: Option<i64>,
+    /// Seek 3/23 s early, as the CLI does when timestamps may be reordered.
+    seek_backoff: bool,
+    /// The codec's "non-reference" flag is exact, so frames before a position may be
+    /// skipped without changing any later frame's pixels.
+    skip_nonref: bool,
+}
+
+impl Source {
+    fn open(input: &str, name: &str, limits: &Limits) -> Result<Self, EngineError> {
+        let invalid = |reason: String| EngineError::Invalid {
+            input: name.to_owned(),
+            reason,
+        };
+        let mut opts = ff::Dictionary::new();
+        // Network inputs: give up on a stalled server rather than hold a decode slot forever.
+        opts.set("rw_timeout", "30000000");
+        if input.starts_with("https://") {
+            // FFmpeg does not check the server's certificate unless told to.
+            opts.set("tls_verify", "1");
+            if let Some(ca) = &limits.tls_ca_file {
+                opts.set("ca_file", ca);
+            }
+        }
+        let ictx = format::input_with_dictionary(input, opts).map_err(|e| open_error(name, e))?;
+
+        let stream = ictx
+            .streams()
+            .filter(|s| s.parameters().medium() == media::Type::Video)
+            .filter(|s| {
+                !s.disposition()
+                    .contains(format::stream::Disposition::ATTACHED_PIC)
+            })
+            .max_by_key(|s| {
+                // The CLI's choice among several video streams is the largest; so is ours.
+                let (w, h) = dimensions(&s.parameters());
+                u64::from(w) * u64::from(h)
+            })
+            .ok_or_else(|| EngineError::NoVideo {
+                input: name.to_owned(),
+            })?;
+        let index = stream.index();
+        let tb = stream.time_base();
+        let display = display_matrix(&stream);
+        let params = stream.parameters();
+        let video_delay = has_video_delay(&params);
+        // H.264's nal_ref_idc and VP9's refresh mask say exactly which frames are never
+        // referenced; HEVC's flag is per temporal sub-layer, so it is left out.
+        let skip_nonref = matches!(params.id(), codec::Id::H264 | codec::Id::VP9);
+
+        // Refuse a huge stream before the decoder allocates anything for it.
+        let (w, h) = dimensions(&params);
+        check_size(name, w, h, limits)?;
+        let mut ctx = codec::Context::from_parameters(params)
+            .map_err(|e| invalid(format!("cannot read the video stream's parameters: {e}")))?;
+        if limits.decoder_threads > 1 {
+            ctx.set_threading(codec::threading::Config {
+                kind: codec::threading::Type::Frame,
+                count: limits.decoder_threads,
+                safe: false,
+            });
+        }
+        let decoder = ctx
+            .decoder()
+            .video()
+            .map_err(|e| EngineError::Unsupported {
+                input: name.to_owned(),
+                reason: format!("FFmpeg has no decoder for this video codec: {e}"),
+            })?;
+
+        let start_us = match start_time(&ictx) {
+            t if t == ff::ffi::AV_NOPTS_VALUE => 0,
+            t => t,
+        };
+        let duration_us = (ictx.duration() > 0).then(|| ictx.duration());
+        let seek_backoff = !ictx.format().flags_contains_seek_to_pts() && video_delay;
+        Ok(Self {
+            ictx,
+            decoder,
+            index,
+            tb,
+            display,
+            start_us,
+            duration_us,
+            seek_backoff,
+            skip_nonref,
+        })
+    }
+
+    /// Where the seek for a position `us` after the start goes (AV_TIME_BASE units).
+    fn seek_us(&self, us: i64) -> i64 {
+        let us = us + self.start_us;
+        if self.seek_backoff {
+            // Both land on the same keyframe as the CLI this way (it matters for open GOPs).
+            us - 3 * AV_TIME_BASE / 23
+        } else {
+            us
+        }
+    }
+}
+
 /// Extracts what `req` asks from `input` (a path or URL FFmpeg opens itself);
 /// `name` is how errors refer to it. Checks `cancel` between packets.
+///
+/// Positions are decoded in time order, each frame at most once; with
+/// `limits.decoders` > 1, runs of positions that start at different keyframes go to
+/// separate decoders on their own threads.
 pub fn extract(
     input: &str,
     name: &str,
@@ -247,58 +370,8 @@ pub fn extract(
         input: name.to_owned(),
         reason,
     };
-    let mut opts = ff::Dictionary::new();
-    // Network inputs: give up on a stalled server rather than hold a decode slot forever.
-    opts.set("rw_timeout", "30000000");
-    let mut ictx = format::input_with_dictionary(input, opts).map_err(|e| open_error(name, e))?;
-
-    let stream = ictx
-        .streams()
-        .filter(|s| s.parameters().medium() == media::Type::Video)
-        .filter(|s| {
-            !s.disposition()
-                .contains(format::stream::Disposition::ATTACHED_PIC)
-        })
-        .max_by_key(|s| {
-            // The CLI's choice among several video streams is the largest; so is ours.
-            let (w, h) = dimensions(&s.parameters());
-            u64::from(w) * u64::from(h)
-        })
-        .ok_or_else(|| EngineError::NoVideo {
-            input: name.to_owned(),
-        })?;
-    let index = stream.index();
-    let tb = stream.time_base();
-    let display = display_matrix(&stream);
-    let params = stream.parameters();
-    let video_delay = has_video_delay(&params);
-
-    // Refuse a huge stream before the decoder allocates anything for it.
-    let (w, h) = dimensions(&params);
-    check_size(name, w, h, limits)?;
-    let mut ctx = codec::Context::from_parameters(params)
-        .map_err(|e| invalid(format!("cannot read the video stream's parameters: {e}")))?;
-    if limits.decoder_threads > 1 {
-        ctx.set_threading(codec::threading::Config {
-            kind: codec::threading::Type::Frame,
-            count: limits.decoder_threads,
-            safe: false,
-        });
-    }
-    let mut decoder = ctx
-        .decoder()
-        .video()
-        .map_err(|e| EngineError::Unsupported {
-            input: name.to_owned(),
-            reason: format!("FFmpeg has no decoder for this video codec: {e}"),
-        })?;
-
-    let start_us = match start_time(&ictx) {
-        t if t == ff::ffi::AV_NOPTS_VALUE => 0,
-        t => t,
-    };
-    let duration_us = (ictx.duration() > 0).then(|| ictx.duration());
-    let seek_to_pts = ictx.format().flags_contains_seek_to_pts();
+    let mut src = Source::open(input, name, limits)?;
+    let duration_us = src.duration_us;
 
     // Resolve every position, then work through them in time order.
     let mut items: Vec<(i64, Target)> = Vec::new();
@@ -336,34 +409,165 @@ pub fn extract(
     }
     items.sort_by_key(|(us, _)| *us);
 
+    let chains = Chains {
+        main: chain(&src.display, req.size),
+        tile: req.sprite.map(|sp| {
+            chain(
+                &src.display,
+                Size {
+                    width: sp.tile_width,
+                    height: 0,
+                    fit: Fit::Contain,
+                },
+            )
+        }),
+    };
+    let runs = split(&src, &items, req.mode, limits.decoders);
+    let parts: Vec<Result<Decoded, EngineError>> =
+        match runs.split_first() {
+            Some((first, rest)) if !rest.is_empty() => std::thread::scope(|s| {
+                let chains = &chains;
+                let others: Vec<_> = rest
+                    .iter()
+                    .map(|run| {
+                        s.spawn(move || {
+                            let mut own = Source::open(input, name, limits)?;
+                            decode(&mut own, name, req, limits, cancel, run, chains)
+                        })
+                    })
+                    .collect();
+                let mut parts = vec![decode(&mut src, name, req, limits, cancel, first, chains)];
+                for h in others {
+                    parts.push(h.join().unwrap_or_else(|_| {
+                        Err(internal(name, "a decoder thread panicked".into()))
+                    }));
+                }
+                parts
+            }),
+            _ => vec![decode(&mut src, name, req, limits, cancel, &items, &chains)],
+        };
+
+    let mut thumbs: Vec<Option<Thumb>> = vec![None; req.positions.len()];
+    let mut tiles: Vec<Option<frame::Video>> = vec![None; spans.len()];
+    for part in parts {
+        // The earliest run's error is the one a single decoder would have hit first.
+        let part = part?;
+        for (i, t) in part.thumbs {
+            thumbs[i] = Some(t);
+        }
+        for (j, t) in part.tiles {
+            tiles[j] = Some(t);
+        }
+    }
+    let sprite = match req.sprite {
+        Some(sp) => Some(build_sprite(name, sp, tiles, spans, req, limits)?),
+        None => None,
+    };
+    Ok(Output {
+        thumbnails: thumbs.into_iter().flatten().collect(),
+        sprite,
+        duration: duration_us.map(|d| d as f64 / 1e6),
+    })
+}
+
+/// The filter chains for thumbnails and for sprite tiles.
+struct Chains {
+    main: String,
+    tile: Option<String>,
+}
+
+/// What one decoder produced: thumbnails and tiles by their index in the request.
+#[derive(Default)]
+struct Decoded {
+    thumbs: Vec<(usize, Thumb)>,
+    tiles: Vec<(usize, frame::Video)>,
+}
+
+/// Cuts the work (in time order) into at most `n` runs, each starting at a different
+/// keyframe and balanced by how many frames it decodes, so that separate decoders can
+/// take them at once and still no frame is decoded twice. One run without an index.
+fn split<'a>(
+    src: &Source,
+    items: &'a [(i64, Target)],
+    mode: Mode,
+    n: usize,
+) -> Vec<&'a [(i64, Target)]> {
+    if n < 2 || items.len() < 2 {
+        return vec![items];
+    }
+    // (first item, keyframe, cost) of each group of items sharing a keyframe.
+    let mut groups: Vec<(usize, i64, f64)> = Vec::new();
+    for (i, (us, _)) in items.iter().enumerate() {
+        let want = us_to_tb(us + src.start_us, src.tb);
+        let Some(key) =
+            index_keyframe_before(&src.ictx, src.index, us_to_tb(src.seek_us(*us), src.tb))
+        else {
+            return vec![items];
+        };
+        // Seconds decoded from the keyframe, plus a little for filtering and encoding.
+        let span = if mode == Mode::Keyframe {
+            0.0
+        } else {
+            tb_to_secs(want - key, src.tb).max(0.0)
+        };
+        match groups.last_mut() {
+            Some(g) if g.1 == key => g.2 = g.2.max(span) + 0.1,
+            _ => groups.push((i, key, span + 0.1)),
+        }
+    }
+    let n = n.min(groups.len());
+    if n < 2 {
+        return vec![items];
+    }
+    let total: f64 = groups.iter().map(|g| g.2).sum();
+    let mut runs = Vec::with_capacity(n);
+    let (mut start, mut acc) = (0usize, 0.0);
+    for (k, g) in groups.iter().enumerate() {
+        if k > 0 && runs.len() + 1 < n && acc >= total * (runs.len() + 1) as f64 / n as f64 {
+            runs.push(&items[start..g.0]);
+            start = g.0;
+        }
+        acc += g.2;
+    }
+    runs.push(&items[start..]);
+    runs
+}
+
+/// Decodes one run of items (in time order) from `src`.
+fn decode(
+    src: &mut Source,
+    name: &str,
+    req: &Request,
+    limits: &Limits,
+    cancel: &AtomicBool,
+    items: &[(i64, Target)],
+    chains: &Chains,
+) -> Result<Decoded, EngineError> {
+    let invalid = |reason: String| EngineError::Invalid {
+        input: name.to_owned(),
+        reason,
+    };
+    let (tb, start_us, duration_us) = (src.tb, src.start_us, src.duration_us);
+    let seek_for: Vec<i64> = items.iter().map(|(us, _)| src.seek_us(*us)).collect();
     let mut session = Session {
-        ictx: &mut ictx,
-        decoder: &mut decoder,
-        index,
+        ictx: &mut src.ictx,
+        decoder: &mut src.decoder,
+        index: src.index,
         cancel,
         eof_sent: false,
         drained: false,
         bad_packets: 0,
         last_ts: None,
+        skip_nonref: src.skip_nonref,
+        skip_before: None,
+        skipping: false,
     };
-    let mut thumbs: Vec<Option<Thumb>> = vec![None; req.positions.len()];
-    let mut tiles: Vec<Option<frame::Video>> = vec![None; spans.len()];
+    let mut out = Decoded::default();
     let mut main_graph: Option<Pipeline> = None;
     let mut tile_graph: Option<Pipeline> = None;
     let mut picked: Option<Picked> = None;
-    let main_chain = chain(&display, req.size);
-    let tile_chain = req.sprite.map(|sp| {
-        chain(
-            &display,
-            Size {
-                width: sp.tile_width,
-                height: 0,
-                fit: Fit::Contain,
-            },
-        )
-    });
 
-    for (us, target) in items {
+    for (&(us, target), &seek_us) in items.iter().zip(&seek_for) {
         let want = us_to_tb(us + start_us, tb);
         let mode = if matches!(target, Target::Tile(_)) && req.mode == Mode::Representative {
             Mode::Accurate
@@ -374,12 +578,6 @@ pub fn extract(
             .as_ref()
             .is_some_and(|p| p.ts >= want && mode != Mode::Keyframe);
         if !reuse {
-            let mut seek_us = us + start_us;
-            if !seek_to_pts && video_delay {
-                // The CLI backs off by 3/23 s when timestamps may be reordered; so do we,
-                // so both land on the same keyframe (it matters for open GOPs).
-                seek_us -= 3 * AV_TIME_BASE / 23;
-            }
             let need_seek = mode == Mode::Keyframe
                 || match session.last_ts {
                     None => true,
@@ -390,6 +588,8 @@ pub fn extract(
             if need_seek {
                 session.seek(seek_us)?;
             }
+            // Frames before the position are only decoded as references for later ones.
+            session.skip_before = (mode != Mode::Keyframe).then_some(want);
             let frame = match mode {
                 Mode::Keyframe => session.next_frame(name)?.map(|f| {
                     let ts = f.timestamp().unwrap_or(want);
@@ -401,7 +601,7 @@ pub fn extract(
                     want,
                     limits.representative_scan,
                     &mut main_graph,
-                    &main_chain,
+                    &chains.main,
                     tb,
                 )?,
             };
@@ -448,34 +648,31 @@ pub fn extract(
         check_size(name, p.frame.width(), p.frame.height(), limits)?;
         match target {
             Target::Thumb(i) => {
-                let rgb = Pipeline::run(&mut main_graph, &main_chain, &p.frame, tb, name)?;
+                let rgb = Pipeline::run(&mut main_graph, &chains.main, &p.frame, tb, name)?;
                 check_output(name, &rgb, limits)?;
                 let image = encode::encode(&rgb, req.format, req.quality)
                     .map_err(|reason| internal(name, reason))?;
-                thumbs[i] = Some(Thumb {
-                    position: req.positions[i].0.clone(),
-                    frame_time: tb_to_secs(p.ts, tb) - start_us as f64 / 1e6,
-                    width: rgb.width(),
-                    height: rgb.height(),
-                    image,
-                });
+                out.thumbs.push((
+                    i,
+                    Thumb {
+                        position: req.positions[i].0.clone(),
+                        frame_time: tb_to_secs(p.ts, tb) - start_us as f64 / 1e6,
+                        width: rgb.width(),
+                        height: rgb.height(),
+                        image,
+                    },
+                ));
             }
             Target::Tile(j) => {
-                let chain = tile_chain.as_deref().unwrap_or("null");
-                tiles[j] = Some(Pipeline::run(&mut tile_graph, chain, &p.frame, tb, name)?);
+                let chain = chains.tile.as_deref().unwrap_or("null");
+                out.tiles.push((
+                    j,
+                    Pipeline::run(&mut tile_graph, chain, &p.frame, tb, name)?,
+                ));
             }
         }
     }
-
-    let sprite = match req.sprite {
-        Some(sp) => Some(build_sprite(name, sp, tiles, spans, req, limits)?),
-        None => None,
-    };
-    Ok(Output {
-        thumbnails: thumbs.into_iter().flatten().collect(),
-        sprite,
-        duration: duration_us.map(|d| d as f64 / 1e6),
-    })
+    Ok(out)
 }
 
 fn internal(name: &str, reason: String) -> EngineError {
@@ -529,6 +726,16 @@ fn open_error(name: &str, e: ff::Error) -> EngineError {
             input,
             reason: "the server refused access".into(),
         },
+        ff::Error::Other { errno } if is_network(input.as_str()) && NET_ERRNOS.contains(&errno) => {
+            EngineError::Unreachable {
+                input,
+                reason: format!(
+                    "cannot read it from the server ({}: connection refused or reset, timed out, \
+                     or an https server whose certificate is not trusted)",
+                    ff::Error::Other { errno }
+                ),
+            }
+        }
         ff::Error::ProtocolNotFound => EngineError::Invalid {
             input,
             reason: "unsupported URL scheme".into(),
@@ -546,6 +753,14 @@ const fn libc_enoent() -> i32 {
     2
 }
 
+/// EIO (also a failed TLS handshake or certificate check), ECONNRESET, ETIMEDOUT,
+/// ECONNREFUSED.
+const NET_ERRNOS: [i32; 4] = [5, 104, 110, 111];
+
+fn is_network(name: &str) -> bool {
+    name.starts_with("http://") || name.starts_with("https://") || name.starts_with("s3://")
+}
+
 /// The decode state of one input.
 struct Session<'a> {
     ictx: &'a mut format::context::Input,
@@ -558,6 +773,11 @@ struct Session<'a> {
     bad_packets: u32,
     /// Timestamp of the last frame decoded.
     last_ts: Option<i64>,
+    skip_nonref: bool,
+    /// Packets before this timestamp may drop their frame when nothing references it.
+    skip_before: Option<i64>,
+    /// Whether the decoder is dropping non-reference frames now.
+    skipping: bool,
 }
 
 impl Session<'_> {
@@ -618,6 +838,16 @@ impl Session<'_> {
             match pkt.read(self.ictx) {
                 Ok(()) => {
                     if pkt.stream() == self.index {
+                        let skip = self.skip_nonref
+                            && matches!((pkt.pts(), self.skip_before), (Some(p), Some(w)) if p < w);
+                        if skip != self.skipping {
+                            self.decoder.skip_frame(if skip {
+                                ff::codec::discard::Discard::NonReference
+                            } else {
+                                ff::codec::discard::Discard::Default
+                            });
+                            self.skipping = skip;
+                        }
                         // Frames are drained before each send, so EAGAIN cannot happen here.
                         if self.decoder.send_packet(&pkt).is_err() {
                             self.bad_packets += 1;

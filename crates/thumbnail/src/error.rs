@@ -30,6 +30,7 @@ impl ThumbError {
                 | EngineError::NoVideo { .. }
                 | EngineError::FrameTooLarge { .. }
                 | EngineError::Unsupported { .. } => Code::InvalidArgument,
+                EngineError::Unreachable { .. } => Code::Unavailable,
                 EngineError::Cancelled => Code::Cancelled,
                 EngineError::Internal { .. } => Code::Internal,
             },

@@ -45,6 +45,9 @@ pub struct ThumbnailConfig {
     pub max_concurrent_decodes: usize,
     /// Frame threads per decoder; 1 turns threading off.
     pub decoder_threads: usize,
+    /// Decoders one request with several positions may use at once (positions that
+    /// start from different keyframes), taken only from idle decode slots.
+    pub decoders_per_request: usize,
     /// Positions in one request.
     pub max_positions: usize,
     /// Tiles in one sprite sheet.
@@ -53,6 +56,9 @@ pub struct ThumbnailConfig {
     pub max_upload_bytes: u64,
     /// Where uploads are spooled while they decode; the system temp dir when unset.
     pub spool_dir: Option<std::path::PathBuf>,
+    /// CA bundle (PEM) trusted for https inputs instead of the system's; https
+    /// certificates are always verified.
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// Lifetime of the presigned URL the decoder reads an S3 input through.
     #[serde(with = "humantime_serde")]
     pub presign_ttl: Duration,
@@ -66,10 +72,12 @@ impl Default for ThumbnailConfig {
             max_output_pixels: l.max_output_pixels,
             max_concurrent_decodes: 0,
             decoder_threads: l.decoder_threads,
+            decoders_per_request: l.decoders,
             max_positions: 100,
             max_sprite_frames: 400,
             max_upload_bytes: 4 << 30,
             spool_dir: None,
+            tls_ca_file: None,
             presign_ttl: Duration::from_secs(3600),
         }
     }
@@ -81,6 +89,8 @@ impl ThumbnailConfig {
             max_frame_pixels: self.max_frame_pixels,
             max_output_pixels: self.max_output_pixels,
             decoder_threads: self.decoder_threads.max(1),
+            decoders: self.decoders_per_request.max(1),
+            tls_ca_file: self.tls_ca_file.as_ref().map(|p| p.display().to_string()),
             ..engine::Limits::default()
         }
     }

@@ -83,14 +83,27 @@ impl Thumbnailer {
     }
 
     async fn run(&self, url: String, name: String, req: Request) -> Result<Output, ThumbError> {
-        let _permit = self
-            .slots
-            .acquire()
-            .await
-            .map_err(|_| ThumbError::Internal("decode slots closed".into()))?;
+        let mut permits = vec![
+            self.slots
+                .acquire()
+                .await
+                .map_err(|_| ThumbError::Internal("decode slots closed".into()))?,
+        ];
+        // Extra decoders for a many-position request only from slots nobody waits for:
+        // under load each request gets one, idle cores speed up the big ones.
+        let items = req.positions.len() + req.sprite.map_or(0, |s| s.frames as usize);
+        while items > 1 && permits.len() < self.config.decoders_per_request.max(1) {
+            match self.slots.try_acquire() {
+                Ok(p) => permits.push(p),
+                Err(_) => break,
+            }
+        }
         let cancel = Arc::new(AtomicBool::new(false));
         let _guard = CancelOnDrop(cancel.clone());
-        let limits = self.limits;
+        let limits = Limits {
+            decoders: permits.len(),
+            ..self.limits.clone()
+        };
         let out = tokio::task::spawn_blocking(move || {
             engine::extract(&url, &name, &req, &limits, &cancel)
         })

@@ -148,6 +148,39 @@ fn positions_by_seconds_timestamp_and_percentage() {
     assert!(out.thumbnails[0].frame_time > out.thumbnails[1].frame_time);
 }
 
+/// Positions from different keyframes on separate decoders give exactly what one
+/// decoder gives, in request order, sprite tiles included.
+#[test]
+fn parallel_decoders_give_the_same_images_as_one() {
+    let f = fixtures();
+    let input = f.path("h264.mp4");
+    let mut req = request(
+        &["3.9", "0.3", "2.52", "1.0", "2.6"],
+        Mode::Accurate,
+        Size::default(),
+    );
+    req.sprite = Some(engine::SpriteSpec {
+        frames: 4,
+        columns: 2,
+        tile_width: 80,
+    });
+    let with = |decoders: usize| {
+        let limits = Limits {
+            decoders,
+            ..Limits::default()
+        };
+        engine::extract(&input, &input, &req, &limits, &AtomicBool::new(false)).unwrap()
+    };
+    let (one, two) = (with(1), with(2));
+    let positions: Vec<&str> = two.thumbnails.iter().map(|t| t.position.as_str()).collect();
+    assert_eq!(positions, ["3.9", "0.3", "2.52", "1.0", "2.6"]);
+    for (a, b) in one.thumbnails.iter().zip(&two.thumbnails) {
+        assert_eq!(a.frame_time, b.frame_time);
+        assert!(a.image == b.image, "{} differs", a.position);
+    }
+    assert!(one.sprite.unwrap().image == two.sprite.unwrap().image);
+}
+
 #[test]
 fn keyframe_mode_lands_on_the_keyframe_before() {
     let f = fixtures();
