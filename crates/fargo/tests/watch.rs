@@ -206,3 +206,312 @@ fn thumb_streams_a_local_file_to_the_service() {
         String::from_utf8_lossy(&missing.stderr)
     );
 }
+
+/// Creates S3 buckets on a moto server with plain CreateBucket calls.
+fn create_buckets(moto: &fargo_testkit::Moto, buckets: &[&str]) {
+    let calls: Vec<String> = buckets
+        .iter()
+        .map(|b| {
+            format!(
+                "u.urlopen(u.Request('{}/{b}', method='PUT')).read()",
+                moto.endpoint()
+            )
+        })
+        .collect();
+    let status = Command::new("python3")
+        .args([
+            "-c",
+            &format!("import urllib.request as u; {}", calls.join("; ")),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn upload(
+    rt: &tokio::runtime::Runtime,
+    storage: &fargo_runtime::storage::Storage,
+    uri: &str,
+    path: &Path,
+) {
+    rt.block_on(storage.write(uri, std::fs::read(path).unwrap().into()))
+        .unwrap();
+}
+
+/// Waits (generously: the machine is shared) for `cond`, polling.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// `fargo watch` on an S3 prefix (moto), local backend: each object dropped under the
+/// prefix gets exactly one job, and its thumbnail appears under the output prefix.
+#[test]
+fn s3_prefix_watch_launches_one_job_per_object() {
+    use std::io::BufRead;
+    let moto = fargo_testkit::Moto::start();
+    create_buckets(&moto, &["videos", "thumbs"]);
+    let env: Vec<(String, String)> = moto
+        .aws_env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    let storage = fargo_runtime::storage::Storage::with_env(env.clone());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("v.mp4");
+    make_video(&video, 2);
+
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_fargo"))
+        .args(["watch", "s3://videos/incoming/", "-o", "s3://thumbs/out"])
+        .args(["--at", "1", "--interval", "200ms"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let (lines, stdout) = (lines.clone(), watcher.stdout.take().unwrap());
+        std::thread::spawn(move || {
+            for l in std::io::BufReader::new(stdout).lines() {
+                let Ok(l) = l else { return };
+                lines.lock().unwrap().push(l);
+            }
+        })
+    };
+    let exists = |uri: &str| rt.block_on(storage.head(uri)).is_ok();
+    let reported = |name: &str| {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.starts_with("ok\t") && l.contains(name))
+    };
+
+    upload(&rt, &storage, "s3://videos/incoming/a.mp4", &video);
+    wait_until("s3://thumbs/out/a.png", || exists("s3://thumbs/out/a.png"));
+    // While a.mp4 stays, more scans pass: b.mp4 and a non-video arrive later.
+    upload(&rt, &storage, "s3://videos/incoming/notes.txt", &video);
+    upload(&rt, &storage, "s3://videos/incoming/b.mp4", &video);
+    wait_until("both jobs reported", || {
+        reported("incoming/a.mp4") && reported("incoming/b.mp4")
+    });
+    assert!(exists("s3://thumbs/out/b.png"));
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let _ = reader.join();
+    let lines = lines.lock().unwrap().clone();
+    for name in ["incoming/a.mp4", "incoming/b.mp4"] {
+        assert_eq!(
+            lines.iter().filter(|l| l.contains(name)).count(),
+            1,
+            "one job for {name}: {lines:?}"
+        );
+    }
+    assert!(!lines.iter().any(|l| l.contains("notes.txt")), "{lines:?}");
+    let png = rt
+        .block_on(storage.read_all("s3://thumbs/out/a.png", 10 << 20))
+        .unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+}
+
+/// moto's default subnets and security group, by a raw EC2 query (the EC2 SDK crate is
+/// not worth its build time for two ids).
+fn ec2_ids(moto: &fargo_testkit::Moto, action: &str, tag: &str) -> Vec<String> {
+    use std::io::{Read, Write};
+    let body = format!("Action={action}&Version=2016-11-15");
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=testing/20261127/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        moto.port,
+        body.len()
+    );
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", moto.port)).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+    resp.split(&open)
+        .skip(1)
+        .filter_map(|r| r.split(&close).next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The RunTask bodies moto recorded (its recorder writes one JSON line per request).
+fn recorded_run_tasks(recording: &Path) -> Vec<serde_json::Value> {
+    let script = "import json,sys,base64\n\
+        out=[]\n\
+        for l in open(sys.argv[1]):\n\
+        \x20   e=json.loads(l)\n\
+        \x20   t=e['headers'].get('X-Amz-Target') or e['headers'].get('x-amz-target') or ''\n\
+        \x20   if t.endswith('.RunTask'):\n\
+        \x20       b=e['body']\n\
+        \x20       out.append(json.loads(base64.b64decode(b) if e.get('body_encoded') else b))\n\
+        print(json.dumps(out))";
+    if !recording.exists() {
+        return Vec::new();
+    }
+    let o = Command::new("python3")
+        .args(["-c", script])
+        .arg(recording)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The ECS backend against moto: one RunTask per new S3 object, whose container
+/// overrides carry the job's environment contract and whose client token is the
+/// object's (key, ETag) token; the task's exit is reported; nothing runs twice.
+#[test]
+fn ecs_backend_sends_one_run_task_with_the_job_contract() {
+    let dir = tempfile::tempdir().unwrap();
+    let recording = dir.path().join("moto-recording");
+    let rec = recording.display().to_string();
+    let moto = fargo_testkit::Moto::start_with_env(&[
+        ("MOTO_ENABLE_RECORDING", "True"),
+        ("MOTO_RECORDER_FILEPATH", &rec),
+    ]);
+    create_buckets(&moto, &["videos"]);
+    let env: Vec<(String, String)> = moto
+        .aws_env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    let storage = fargo_runtime::storage::Storage::with_env(env.clone());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let video = dir.path().join("v.mp4");
+    make_video(&video, 1);
+    upload(&rt, &storage, "s3://videos/incoming/a.mp4", &video);
+    let etag = rt
+        .block_on(storage.head("s3://videos/incoming/a.mp4"))
+        .unwrap()
+        .etag
+        .unwrap();
+
+    let clients = rt
+        .block_on(fargo::aws::Clients::load_with(
+            &fargo::aws::AwsArgs {
+                endpoint_url: Some(moto.endpoint()),
+                region: Some("us-east-1".into()),
+            },
+            Some(aws_credential_types::Credentials::new(
+                "testing", "testing", None, None, "test",
+            )),
+        ))
+        .unwrap();
+    rt.block_on(
+        clients
+            .ecs
+            .create_cluster()
+            .cluster_name("fargo-test")
+            .send(),
+    )
+    .unwrap();
+    rt.block_on(
+        clients
+            .ecs
+            .register_task_definition()
+            .family("fargo-thumbnail-job")
+            .requires_compatibilities(aws_sdk_ecs::types::Compatibility::Fargate)
+            .network_mode(aws_sdk_ecs::types::NetworkMode::Awsvpc)
+            .cpu("256")
+            .memory("512")
+            .container_definitions(
+                aws_sdk_ecs::types::ContainerDefinition::builder()
+                    .name("thumbnail-job")
+                    .image("fargo-thumbnail:test")
+                    .essential(true)
+                    .memory(512)
+                    .command("job")
+                    .build(),
+            )
+            .send(),
+    )
+    .unwrap();
+    let subnets = ec2_ids(&moto, "DescribeSubnets", "subnetId");
+    let groups = ec2_ids(&moto, "DescribeSecurityGroups", "groupId");
+    let (subnet_arg, group_arg) = (subnets[..2].join(","), groups[0].clone());
+    let state = dir.path().join("state");
+    let watch = || {
+        Command::new(env!("CARGO_BIN_EXE_fargo"))
+            .args(["watch", "s3://videos/incoming/", "-o", "s3://thumbs/out"])
+            .args(["--at", "00:00:00.5", "--once", "--backend", "ecs"])
+            .args(["--cluster", "fargo-test", "--poll", "100ms"])
+            .args(["--subnets", &subnet_arg, "--security-groups", &group_arg])
+            .arg("--state")
+            .arg(&state)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .output()
+            .unwrap()
+    };
+    let o = watch();
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(err.contains("1 launched, 0 failed"), "{err}");
+    assert!(
+        out.starts_with("ok\ts3://videos/incoming/a.mp4\ts3://thumbs/out/a.png\t(arn:aws:ecs:"),
+        "{out}"
+    );
+
+    let calls = recorded_run_tasks(&recording);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    let c = &calls[0];
+    assert_eq!(c["cluster"], "fargo-test");
+    assert_eq!(c["taskDefinition"], "fargo-thumbnail-job");
+    assert_eq!(c["launchType"], "FARGATE");
+    assert_eq!(c["count"], 1);
+    assert_eq!(c["startedBy"], "fargo-watch");
+    assert_eq!(
+        c["clientToken"],
+        fargo::invoker::token("s3://videos/incoming/a.mp4", &etag)
+    );
+    let net = &c["networkConfiguration"]["awsvpcConfiguration"];
+    assert_eq!(net["subnets"], serde_json::json!(subnets[..2]));
+    assert_eq!(net["securityGroups"], serde_json::json!([groups[0]]));
+    let ov = &c["overrides"]["containerOverrides"][0];
+    assert_eq!(ov["name"], "thumbnail-job");
+    let mut env_vars: Vec<(String, String)> = ov["environment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|kv| {
+            (
+                kv["name"].as_str().unwrap().to_owned(),
+                kv["value"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    env_vars.sort();
+    let expected: Vec<(String, String)> = [
+        ("INPUT_VIDEO_FILE_URL", "s3://videos/incoming/a.mp4"),
+        ("OUTPUT_S3_PATH", "s3://thumbs/out"),
+        ("OUTPUT_THUMBS_FILE_NAME", "a.png"),
+        ("POSITION_TIME_DURATION", "00:00:00.5"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(env_vars, expected);
+
+    // The same object again (a restart, the state file): no second RunTask.
+    let o = watch();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("0 launched"), "{err}");
+    assert_eq!(recorded_run_tasks(&recording).len(), 1);
+}

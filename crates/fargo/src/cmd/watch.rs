@@ -66,6 +66,9 @@ pub struct WatchArgs {
     pub subnets: Vec<String>,
     #[arg(long, value_delimiter = ',')]
     pub security_groups: Vec<String>,
+    /// ECS backend: time between DescribeTasks while a task runs.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub poll: Duration,
     #[command(flatten)]
     pub aws: crate::aws::AwsArgs,
 }
@@ -115,7 +118,7 @@ async fn launcher(args: &WatchArgs) -> anyhow::Result<Launcher> {
                 container: args.container.clone(),
                 subnets: args.subnets.clone(),
                 security_groups: args.security_groups.clone(),
-                poll: Duration::from_secs(3),
+                poll: args.poll,
             })
         }
     })
