@@ -354,13 +354,14 @@ async fn auth_proxy_lifecycle() {
     let (l, addr) = bind().await;
     let shutdown = fargo_runtime::Shutdown::new();
     let server = spawn(auth_proxy::serve(l, config, shutdown.wait()));
-    // The proxy reports ready once its upstreams answer health.
+    // A routed service turns SERVING only after the proxy's health probe reaches its upstream;
+    // "" alone says only that the proxy itself is ready.
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap();
-    for _ in 0..100 {
+    for _ in 0..300 {
         if let Ok(c) = channel.connect().await {
             let ok = HealthClient::new(c)
                 .check(HealthCheckRequest {
-                    service: String::new(),
+                    service: "fargo.testing.v1.EchoService".into(),
                 })
                 .await;
             if ok.is_ok_and(|r| r.into_inner().status == ServingStatus::Serving as i32) {

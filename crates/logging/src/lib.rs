@@ -28,7 +28,7 @@ pub use config::{
     LifecycleConfig, OtlpConfig, ReceiverConfig, StdoutConfig,
 };
 pub use pipeline::Refusal;
-pub use service::{OtlpCodes, Receiver, StatsService};
+pub use service::{Receiver, StatsService};
 
 /// The stats API (`fargo.logging.v1`).
 pub mod pb {

@@ -46,22 +46,18 @@ impl Receiver {
         }
     }
 
-    pub fn logs_server(&self, max: usize) -> OtlpCodes<LogsServiceServer<Self>> {
-        OtlpCodes(
-            LogsServiceServer::new(self.clone())
-                .max_decoding_message_size(max)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip),
-        )
+    pub fn logs_server(&self, max: usize) -> LogsServiceServer<Self> {
+        LogsServiceServer::new(self.clone())
+            .max_decoding_message_size(max)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
     }
 
-    pub fn traces_server(&self, max: usize) -> OtlpCodes<TraceServiceServer<Self>> {
-        OtlpCodes(
-            TraceServiceServer::new(self.clone())
-                .max_decoding_message_size(max)
-                .accept_compressed(CompressionEncoding::Gzip)
-                .send_compressed(CompressionEncoding::Gzip),
-        )
+    pub fn traces_server(&self, max: usize) -> TraceServiceServer<Self> {
+        TraceServiceServer::new(self.clone())
+            .max_decoding_message_size(max)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip)
     }
 
     fn admit(
@@ -156,49 +152,6 @@ impl TraceService for Receiver {
         Ok(Response::new(ExportTraceServiceResponse {
             partial_success,
         }))
-    }
-}
-
-/// Corrects the codes tonic gives to requests it could not decode: INTERNAL for a
-/// malformed message and OUT_OF_RANGE for an oversized one. OTLP clients retry
-/// OUT_OF_RANGE forever; both are the sender's fault and must not be retried.
-#[derive(Debug, Clone)]
-pub struct OtlpCodes<S>(S);
-
-impl<S: NamedService> NamedService for OtlpCodes<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-impl<S> tower::Service<http::Request<Body>> for OtlpCodes<S>
-where
-    S: tower::Service<http::Request<Body>, Response = http::Response<Body>, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.0.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let fut = self.0.call(req);
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            // The handler never answers INTERNAL or OUT_OF_RANGE itself, so these came
-            // from decoding, before any response message (a trailers-only answer).
-            let fixed = match resp.headers().get("grpc-status").map(|v| v.as_bytes()) {
-                Some(b"13") => Some(tonic::Code::InvalidArgument),
-                Some(b"11") => Some(tonic::Code::ResourceExhausted),
-                _ => None,
-            };
-            if let Some(code) = fixed {
-                resp.headers_mut()
-                    .insert("grpc-status", http::HeaderValue::from(code as i32));
-            }
-            Ok(resp)
-        })
     }
 }
 

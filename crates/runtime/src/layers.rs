@@ -1,7 +1,8 @@
 //! The tower layers every fargo gRPC server runs, outermost first:
 //! [`TraceLayer`] (a span per call, joined to the caller's trace), [`LimitLayer`]
 //! (bounded concurrency, optionally shedding), [`DeadlineLayer`] (`grpc-timeout` and
-//! a server-side upper bound). Errors they make are proper trailers-only gRPC responses.
+//! a server-side upper bound), [`CodecStatusLayer`] (right codes for undecodable requests).
+//! Errors they make are proper trailers-only gRPC responses.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -324,6 +325,104 @@ impl http_body::Body for PermitBody {
     }
 }
 
+// ---------------------------------------------------------------- codec status
+
+/// Gives requests tonic could not decode the codes the gRPC spec asks for, with a message
+/// a caller can act on. Tonic answers an oversized message with OUT_OF_RANGE, which OTLP
+/// and other clients retry forever, and a malformed one with INTERNAL, which blames the
+/// server; both are the caller's fault and must not be retried.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CodecStatusLayer;
+
+impl<S> Layer<S> for CodecStatusLayer {
+    type Service = CodecStatus<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CodecStatus { inner }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct CodecStatus<S> {
+    inner: S,
+}
+
+/// The corrected status for one tonic produced while decoding a request, if it was one.
+pub fn codec_status(status: &Status) -> Option<Status> {
+    let msg = status.message();
+    match status.code() {
+        tonic::Code::OutOfRange if msg.contains("decoded message length too large") => {
+            // "... found {len} bytes, the limit is: {limit} bytes"
+            let mut numbers = msg
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|w| !w.is_empty());
+            let found = numbers.next().unwrap_or("?");
+            let limit = numbers.next().unwrap_or("?");
+            Some(Status::resource_exhausted(format!(
+                "request too large: {found} bytes, and this server accepts at most {limit} \
+                 bytes per message; send a smaller message"
+            )))
+        }
+        tonic::Code::Internal
+            if msg.starts_with("failed to decode Protobuf message")
+                || msg.starts_with("Error decompressing") =>
+        {
+            Some(Status::invalid_argument(format!(
+                "request is not a valid message: {msg}"
+            )))
+        }
+        _ => None,
+    }
+}
+
+fn fix_headers(headers: &mut http::HeaderMap) {
+    let fixed = Status::from_header_map(headers).and_then(|s| codec_status(&s));
+    if let Some(s) = fixed {
+        headers.remove("grpc-message");
+        headers.remove("grpc-status-details-bin");
+        // Only fails on a message that cannot be a header value; ours always can.
+        let _ = s.add_header(headers);
+    }
+}
+
+impl<S, B> Service<Request<B>> for CodecStatus<S>
+where
+    S: Service<Request<B>, Response = Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<S::Response, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await?;
+            // Unary calls fail decoding before any message: a trailers-only answer.
+            if res.headers().contains_key("grpc-status") {
+                let (mut parts, body) = res.into_parts();
+                fix_headers(&mut parts.headers);
+                return Ok(Response::from_parts(parts, body));
+            }
+            // Streaming calls fail mid-stream: the status is in the trailers.
+            use http_body_util::BodyExt;
+            Ok(res.map(|b| {
+                Body::new(b.map_frame(|f| match f.into_trailers() {
+                    Ok(mut t) => {
+                        fix_headers(&mut t);
+                        http_body::Frame::trailers(t)
+                    }
+                    Err(data) => data,
+                }))
+            }))
+        })
+    }
+}
+
 mod bytes_alias {
     pub type Bytes = <tonic::body::Body as http_body::Body>::Data;
 }
@@ -331,6 +430,33 @@ mod bytes_alias {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codec_errors_get_caller_codes() {
+        let big = Status::out_of_range(
+            "Error, decoded message length too large: found 70000 bytes, the limit is: 65536 bytes",
+        );
+        let s = codec_status(&big).unwrap();
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            s.message().contains("70000") && s.message().contains("65536"),
+            "{s:?}"
+        );
+        let bad = Status::internal("failed to decode Protobuf message: invalid wire type");
+        assert_eq!(
+            codec_status(&bad).unwrap().code(),
+            tonic::Code::InvalidArgument
+        );
+        let gz =
+            Status::internal("Error decompressing: invalid gzip header, while sending request");
+        assert_eq!(
+            codec_status(&gz).unwrap().code(),
+            tonic::Code::InvalidArgument
+        );
+        // A handler's own statuses pass untouched.
+        assert!(codec_status(&Status::out_of_range("position past the end")).is_none());
+        assert!(codec_status(&Status::internal("disk full")).is_none());
+    }
 
     #[test]
     fn grpc_timeout_units() {

@@ -14,7 +14,7 @@ use tower::Service;
 
 use crate::config::ServerConfig;
 use crate::health::{HealthState, ServingStatus};
-use crate::layers::{DeadlineLayer, LimitLayer, TraceLayer};
+use crate::layers::{CodecStatusLayer, DeadlineLayer, LimitLayer, TraceLayer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -130,6 +130,8 @@ pub async fn serve(
         .layer(DeadlineLayer {
             default: cfg.request_timeout,
         })
+        // Innermost, so it sees the service's own answer before anything wraps it.
+        .layer(CodecStatusLayer)
         .into_inner();
 
     let addr = listener.local_addr().ok();
