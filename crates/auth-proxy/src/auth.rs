@@ -294,9 +294,75 @@ impl Jwks {
 }
 
 type HttpClient = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     http_body_util::Empty<bytes::Bytes>,
 >;
+
+/// Refuses JWKS URLs that are not `https://`, except `http://` to a loopback address:
+/// a key set fetched in the clear could be swapped in transit for the attacker's keys.
+pub fn check_jwks_url(url: &str) -> Result<(), String> {
+    let at = |m: &str| format!("jwt.jwks.url `{url}`: {m}");
+    let uri: http::Uri = url.parse().map_err(|e| at(&format!("not a URL: {e}")))?;
+    let host = uri.host().ok_or_else(|| at("no host"))?;
+    match uri.scheme_str() {
+        Some("https") => Ok(()),
+        Some("http") => {
+            let ip = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || ip
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|a| a.is_loopback());
+            if loopback {
+                Ok(())
+            } else {
+                Err(at(
+                    "plain http:// is accepted only on loopback; use https://",
+                ))
+            }
+        }
+        _ => Err(at("use an https:// URL")),
+    }
+}
+
+/// The JWKS client: HTTPS (rustls) trusting the system's roots plus `ca_file`.
+fn jwks_client(cfg: &JwksConfig) -> Result<HttpClient, String> {
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(native.certs);
+    if let Some(f) = &cfg.ca_file {
+        let at = |m: String| format!("jwt.jwks.ca_file {}: {m}", f.display());
+        let pem = std::fs::read(f).map_err(|e| at(e.to_string()))?;
+        let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
+            .collect::<Result<_, _>>()
+            .map_err(|e| at(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(at("holds no PEM certificate".into()));
+        }
+        for c in certs {
+            roots.add(c).map_err(|e| at(e.to_string()))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("jwt.jwks: TLS: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(cfg.timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https),
+    )
+}
 
 /// GETs `url`, returning the body (at most 1 MiB) and `Cache-Control: max-age`.
 async fn get(client: &HttpClient, url: &str) -> Result<(bytes::Bytes, Option<Duration>), String> {
@@ -327,12 +393,9 @@ async fn get(client: &HttpClient, url: &str) -> Result<(bytes::Bytes, Option<Dur
 }
 
 /// Keeps `jwks` fresh until it is dropped (a reload replaced it).
-fn spawn_jwks_task(jwks: &Arc<Jwks>) {
+fn spawn_jwks_task(jwks: &Arc<Jwks>, client: HttpClient) {
     let weak: Weak<Jwks> = Arc::downgrade(jwks);
     tokio::spawn(async move {
-        let client: HttpClient =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http();
         let mut backoff = Duration::from_millis(250);
         loop {
             let Some(j) = weak.upgrade() else { return };
@@ -383,12 +446,8 @@ impl JwtVerifier {
             None => None,
             Some(j) if previous.is_some_and(|p| p.cfg == *j) => previous.cloned(),
             Some(j) => {
-                if !j.url.starts_with("http://") {
-                    return Err(format!(
-                        "jwt.jwks.url `{}`: only http:// URLs are supported",
-                        j.url
-                    ));
-                }
+                check_jwks_url(&j.url)?;
+                let client = jwks_client(j)?;
                 let jwks = Arc::new(Jwks {
                     cfg: j.clone(),
                     keys: RwLock::new(Arc::new(Vec::new())),
@@ -398,7 +457,7 @@ impl JwtVerifier {
                     fetch_done: Notify::new(),
                     last_fetch: Mutex::new(None),
                 });
-                spawn_jwks_task(&jwks);
+                spawn_jwks_task(&jwks, client);
                 Some(jwks)
             }
         };

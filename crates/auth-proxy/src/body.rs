@@ -238,9 +238,21 @@ where
     }
 }
 
+/// The OpenTelemetry trace id of `span`, when it has one (an exporter is set up).
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
 /// The per-call access log record, written when the response body is dropped.
 #[derive(Debug)]
 pub struct AccessLog {
+    /// The call's server span, captured at request time: the record is written after
+    /// the handler returned, outside it, and must still join the call's trace.
+    pub span: tracing::Span,
     pub principal: String,
     pub path: String,
     pub upstream: String,
@@ -252,8 +264,11 @@ pub struct AccessLog {
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
+        let trace_id = trace_id(&self.span);
+        let _in_call = self.span.enter();
         tracing::info!(
             target: "auth_proxy::access",
+            trace_id = trace_id.as_deref().unwrap_or("-"),
             principal = %self.principal,
             method = %self.path,
             upstream = %self.upstream,

@@ -7,9 +7,28 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use futures::future::BoxFuture;
 use rand::Rng;
+use tokio::sync::Notify;
 
 use crate::config::ClusterConfig;
+
+/// Turns an endpoint's `host:port` into addresses. The system's resolver in production;
+/// tests give one whose answers they change, to watch the proxy follow them.
+pub trait Resolve: Send + Sync + std::fmt::Debug + 'static {
+    fn resolve(&self, host_port: &str) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>>;
+}
+
+/// `getaddrinfo` through tokio: `/etc/hosts`, DNS, Docker's embedded DNS.
+#[derive(Debug, Default)]
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve(&self, host_port: &str) -> BoxFuture<'static, std::io::Result<Vec<SocketAddr>>> {
+        let name = host_port.to_owned();
+        Box::pin(async move { Ok(tokio::net::lookup_host(name).await?.collect()) })
+    }
+}
 
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
@@ -86,12 +105,19 @@ pub struct Cluster {
     pub name: String,
     cfg: ClusterConfig,
     endpoints: RwLock<Arc<Vec<Arc<Endpoint>>>>,
+    resolver: Arc<dyn Resolve>,
+    /// Wakes the resolver task early (an endpoint refused a connection).
+    wake: Notify,
 }
 
 impl Cluster {
     /// Builds the cluster and, when it names hosts, a task that re-resolves them until
     /// the cluster is dropped. Literal addresses are usable at once.
-    pub fn new(name: &str, cfg: &ClusterConfig) -> Result<Arc<Self>, String> {
+    pub fn new(
+        name: &str,
+        cfg: &ClusterConfig,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Arc<Self>, String> {
         if cfg.endpoints.is_empty() {
             return Err(format!("clusters.{name}: no endpoints"));
         }
@@ -117,6 +143,8 @@ impl Cluster {
             name: name.to_owned(),
             cfg: cfg.clone(),
             endpoints: RwLock::new(Arc::new(literal)),
+            resolver,
+            wake: Notify::new(),
         });
         if names {
             spawn_resolver(&c);
@@ -176,6 +204,12 @@ impl Cluster {
             .cloned()
     }
 
+    /// Asks for the names to be resolved again now: a refused connection may mean the
+    /// replica behind an address is gone.
+    pub fn resolve_soon(&self) {
+        self.wake.notify_one();
+    }
+
     /// Passive health: consecutive failures eject the endpoint, for longer each time.
     pub fn report(&self, ep: &Endpoint, ok: bool) {
         if ok {
@@ -201,7 +235,7 @@ impl Cluster {
                 addrs.push(a);
                 continue;
             }
-            match tokio::net::lookup_host(e).await {
+            match self.resolver.resolve(e).await {
                 Ok(found) => addrs.extend(found),
                 Err(err) => {
                     tracing::warn!(cluster = %self.name, endpoint = %e, error = %err, "cannot resolve")
@@ -238,8 +272,13 @@ fn spawn_resolver(c: &Arc<Cluster>) {
         loop {
             let Some(c) = weak.upgrade() else { return };
             c.resolve().await;
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = c.wake.notified() => {}
+            }
             drop(c);
-            tokio::time::sleep(every).await;
+            // At most ten lookups a second, however many connections are refused.
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
 }
@@ -258,6 +297,7 @@ mod tests {
                 eject_for: Duration::from_secs(60),
                 ..ClusterConfig::default()
             },
+            Arc::new(SystemResolver),
         )
         .unwrap()
     }
@@ -282,11 +322,12 @@ mod tests {
 
     #[tokio::test]
     async fn bad_endpoint_is_refused() {
-        assert!(Cluster::new("t", &ClusterConfig::default()).is_err());
+        let sys = || Arc::new(SystemResolver) as Arc<dyn Resolve>;
+        assert!(Cluster::new("t", &ClusterConfig::default(), sys()).is_err());
         let cfg = ClusterConfig {
             endpoints: StrList(vec!["nocolon".into()]),
             ..ClusterConfig::default()
         };
-        assert!(Cluster::new("t", &cfg).is_err());
+        assert!(Cluster::new("t", &cfg, sys()).is_err());
     }
 }

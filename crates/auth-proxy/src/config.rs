@@ -240,8 +240,10 @@ pub struct JwtKeyConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwksConfig {
-    /// `http://` URL of the key set (the identity provider's or a local sidecar's).
+    /// `https://` URL of the key set (`http://` only to a loopback address).
     pub url: String,
+    /// PEM CA certificates trusted for the JWKS server, besides the system's roots.
+    pub ca_file: Option<PathBuf>,
     /// Refresh period while fetches succeed (a `Cache-Control: max-age` shorter wins).
     #[serde(with = "humantime_serde")]
     pub refresh: Duration,
@@ -257,6 +259,7 @@ impl Default for JwksConfig {
     fn default() -> Self {
         Self {
             url: String::new(),
+            ca_file: None,
             refresh: Duration::from_secs(300),
             min_refetch: Duration::from_secs(10),
             timeout: Duration::from_secs(5),

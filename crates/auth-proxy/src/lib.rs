@@ -13,15 +13,18 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod proxy;
+pub mod reflection;
 pub mod server;
 pub mod state;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
 pub use auth::hash_api_key;
+pub use cluster::{Resolve, SystemResolver};
 pub use config::{Config, DEFAULT_LISTEN};
 pub use error::{Error, ProxyError};
 pub use proxy::PRINCIPAL_HEADER;
@@ -32,7 +35,7 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    server::run(listener, config, None, shutdown).await
+    server::run(listener, config, None, Arc::new(SystemResolver), shutdown).await
 }
 
 /// Like [`serve`], reloading `config_file` on SIGHUP and whenever it changes.
@@ -42,7 +45,26 @@ pub async fn serve_with_reload(
     config_file: PathBuf,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    server::run(listener, config, Some(config_file), shutdown).await
+    server::run(
+        listener,
+        config,
+        Some(config_file),
+        Arc::new(SystemResolver),
+        shutdown,
+    )
+    .await
+}
+
+/// Like [`serve_with_reload`] (without a file when `config_file` is `None`), resolving
+/// clusters' host names with `resolver`.
+pub async fn serve_with_resolver(
+    listener: TcpListener,
+    config: Config,
+    config_file: Option<PathBuf>,
+    resolver: Arc<dyn Resolve>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    server::run(listener, config, config_file, resolver, shutdown).await
 }
 
 /// Environment for an auth-proxy process that accepts `api_key` as principal `dev`,

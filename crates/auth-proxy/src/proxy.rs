@@ -36,7 +36,10 @@ type UpstreamClient = Client<HttpConnector, RequestBody<Incoming>>;
 pub struct Shared {
     state: RwLock<Arc<State>>,
     client: UpstreamClient,
-    local: tonic::service::Routes,
+    /// Health and reflection; reflection is rebuilt as upstreams and routes change.
+    local: RwLock<tonic::service::Routes>,
+    /// Wakes the reflection task after a reload.
+    pub reloaded: tokio::sync::Notify,
     pub health: HealthState,
     pub draining: AtomicBool,
 }
@@ -63,7 +66,8 @@ impl Shared {
         Self {
             state: RwLock::new(Arc::new(state)),
             client,
-            local,
+            local: RwLock::new(local),
+            reloaded: tokio::sync::Notify::new(),
             health,
             draining: AtomicBool::new(false),
         }
@@ -75,6 +79,15 @@ impl Shared {
 
     pub fn swap(&self, next: State) {
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
+        self.reloaded.notify_one();
+    }
+
+    pub fn set_local(&self, routes: tonic::service::Routes) {
+        *self.local.write().unwrap_or_else(|e| e.into_inner()) = routes;
+    }
+
+    fn local(&self) -> tonic::service::Routes {
+        self.local.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
 
@@ -203,8 +216,10 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
                     ProxyError::Forbidden { principal, .. } => principal.as_str(),
                     _ => "-",
                 };
+                let trace_id = crate::body::trace_id(&tracing::Span::current());
                 tracing::info!(
                     target: "auth_proxy::access",
+                    trace_id = trace_id.as_deref().unwrap_or("-"),
                     principal,
                     method = %path,
                     upstream = "-",
@@ -463,6 +478,9 @@ async fn route_call(
             });
         }
         route.cluster.report(&ep, false);
+        if e.is_connect() {
+            route.cluster.resolve_soon();
+        }
         let why = std::error::Error::source(&e)
             .map(|s| s.to_string())
             .unwrap_or_else(|| e.to_string());
@@ -515,6 +533,7 @@ async fn route_call(
         );
     }
     let log = AccessLog {
+        span: tracing::Span::current(),
         principal: who.map_or_else(|| "-".to_owned(), |p| p.name),
         path,
         upstream: ep.addr.to_string(),
@@ -570,7 +589,7 @@ async fn local(shared: &Shared, mut req: Request<Incoming>, grpc_web: bool) -> R
             HeaderValue::from_static("application/grpc"),
         );
     }
-    let resp = match shared.local.clone().oneshot(req).await {
+    let resp = match shared.local().oneshot(req).await {
         Ok(r) => r,
         Err(never) => match never {},
     };

@@ -1,6 +1,7 @@
 //! Accepting connections (h2c, TLS, HTTP/1.1 for gRPC-Web), the proxy's own health and
 //! reflection, upstream health checks, hot reload and drain.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,32 +20,8 @@ use tokio::sync::Semaphore;
 use crate::config::Config;
 use crate::error::Error;
 use crate::proxy::{Proxy, Shared};
+use crate::reflection;
 use crate::state::State;
-
-fn local_routes(config: &Config, health: &HealthState) -> Result<tonic::service::Routes, Error> {
-    use tonic::server::NamedService;
-    let health_name = <tonic_health::pb::health_server::HealthServer<
-        fargo_runtime::health::HealthService,
-    > as NamedService>::NAME;
-    let mut v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(fargo_proto::FILE_DESCRIPTOR_SET)
-        .with_service_name(health_name);
-    let mut alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(fargo_proto::FILE_DESCRIPTOR_SET)
-        .with_service_name(health_name);
-    // The app's services, as the proxy routes them, so `grpcurl list` shows the whole app.
-    for name in config.routes.keys() {
-        v1 = v1.with_service_name(name.clone());
-        alpha = alpha.with_service_name(name.clone());
-    }
-    let mut b = tonic::service::RoutesBuilder::default();
-    b.add_service(health.server())
-        .add_service(v1.build_v1()?)
-        .add_service(alpha.build_v1alpha()?);
-    Ok(b.routes())
-}
 
 fn file_stamp(p: &Path) -> Option<(SystemTime, u64)> {
     let m = std::fs::metadata(p).ok()?;
@@ -170,6 +147,70 @@ async fn health_task(shared: Arc<Shared>, stop: Stop) {
     }
 }
 
+/// Keeps the proxy's reflection describing the routed services as their upstreams do:
+/// asks for the descriptors of routes not yet described (each health interval), asks
+/// again for all of them after a reload and every minute, and rebuilds when the routes
+/// or the descriptors change.
+async fn reflection_task(shared: Arc<Shared>, stop: Stop) {
+    const REFRESH: Duration = Duration::from_secs(60);
+    // Descriptors by routed service; `None` until an upstream described it.
+    let mut known: BTreeMap<String, Option<reflection::Files>> = BTreeMap::new();
+    let mut built: Option<(Vec<String>, reflection::Files)> = None;
+    let mut refreshed = tokio::time::Instant::now();
+    loop {
+        let state = shared.state();
+        if refreshed.elapsed() >= REFRESH {
+            known.clear();
+            refreshed = tokio::time::Instant::now();
+        }
+        known.retain(|svc, _| state.routes.contains_key(svc));
+        for (svc, route) in &state.routes {
+            if matches!(known.get(svc), Some(Some(_))) {
+                continue;
+            }
+            let mut found = None;
+            for ep in route.cluster.endpoints().iter() {
+                found = reflection::fetch(ep.addr, svc, Duration::from_secs(2)).await;
+                if found.is_some() {
+                    break;
+                }
+            }
+            known.insert(svc.clone(), found);
+        }
+        let names: Vec<String> = state.routes.keys().cloned().collect();
+        let mut files = reflection::Files::new();
+        for f in known.values().flatten() {
+            for (name, raw) in f {
+                files.entry(name.clone()).or_insert_with(|| raw.clone());
+            }
+        }
+        let next = (names, files);
+        if built.as_ref() != Some(&next) {
+            match reflection::local_routes(&next.0, &next.1, &shared.health) {
+                Ok(routes) => {
+                    shared.set_local(routes);
+                    tracing::info!(
+                        services = next.0.len(),
+                        files = next.1.len(),
+                        "reflection rebuilt from the upstreams"
+                    );
+                    built = Some(next);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "upstream descriptors rejected; reflection unchanged")
+                }
+            }
+        }
+        let every = state.health_interval();
+        drop(state);
+        tokio::select! {
+            () = stop.wait() => return,
+            () = shared.reloaded.notified() => known.clear(),
+            () = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
 /// Reports the proxy itself SERVING once it can verify tokens (JWKS fetched, if any).
 async fn ready_task(shared: Arc<Shared>, stop: Stop) {
     let jwks = shared.state().jwt.jwks().cloned();
@@ -191,13 +232,15 @@ pub async fn run(
     listener: TcpListener,
     config: Config,
     source: Option<PathBuf>,
+    resolver: Arc<dyn crate::cluster::Resolve>,
     shutdown: impl std::future::Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let health = HealthState::new();
-    let local = local_routes(&config, &health)?;
+    let names: Vec<String> = config.routes.keys().cloned().collect();
+    let local = reflection::local_routes(&names, &Default::default(), &health)?;
     let server_cfg = config.server.clone();
     let limits = config.limits.clone();
-    let state = State::compile(config, None).map_err(Error::Config)?;
+    let state = State::compile_with(config, None, resolver).map_err(Error::Config)?;
     health.set("", ServingStatus::NotServing);
     for svc in state.routes.keys() {
         health.set(svc, ServingStatus::NotServing);
@@ -206,6 +249,7 @@ pub async fn run(
     let stop = Stop::new();
     tokio::spawn(health_task(shared.clone(), stop.clone()));
     tokio::spawn(ready_task(shared.clone(), stop.clone()));
+    tokio::spawn(reflection_task(shared.clone(), stop.clone()));
     if let Some(path) = source {
         tokio::spawn(reload_task(shared.clone(), path, stop.clone()));
     }

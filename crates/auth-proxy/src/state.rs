@@ -9,7 +9,7 @@ use std::time::Duration;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota};
 
 use crate::auth::{ApiKeys, JwtVerifier};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Resolve, SystemResolver};
 use crate::config::{Config, RateLimitConfig, RouteConfig, TlsConfig};
 
 #[derive(Debug)]
@@ -28,6 +28,8 @@ pub struct State {
     pub jwt: JwtVerifier,
     pub principal_limiter: Option<DefaultKeyedRateLimiter<String>>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Resolves clusters' host names; kept across reloads.
+    pub resolver: Arc<dyn Resolve>,
 }
 
 impl std::fmt::Debug for State {
@@ -51,6 +53,19 @@ impl State {
     /// Validates `config` as a whole; `previous` lends clusters and the JWKS whose
     /// settings are unchanged, so a reload keeps their counters and fetched keys.
     pub fn compile(config: Config, previous: Option<&State>) -> Result<Self, String> {
+        let resolver = previous.map_or_else(
+            || Arc::new(SystemResolver) as Arc<dyn Resolve>,
+            |p| p.resolver.clone(),
+        );
+        Self::compile_with(config, previous, resolver)
+    }
+
+    /// [`State::compile`] with the resolver for clusters' host names.
+    pub fn compile_with(
+        config: Config,
+        previous: Option<&State>,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Self, String> {
         let mut clusters = BTreeMap::new();
         for (name, c) in &config.clusters {
             let reuse = previous
@@ -59,7 +74,7 @@ impl State {
                 .cloned();
             let cluster = match reuse {
                 Some(c) => c,
-                None => Cluster::new(name, c)?,
+                None => Cluster::new(name, c, resolver.clone())?,
             };
             clusters.insert(name.clone(), cluster);
         }
@@ -125,6 +140,7 @@ impl State {
             jwt,
             principal_limiter,
             tls,
+            resolver,
         })
     }
 

@@ -216,6 +216,7 @@ async fn jwks_down_at_start_then_up_then_down_again() {
         refresh: Duration::from_millis(300),
         min_refetch: Duration::from_millis(200),
         timeout: Duration::from_secs(1),
+        ca_file: None,
     });
     let p = proxy(cfg).await;
     let mut c = client(p.addr).await;
@@ -604,4 +605,258 @@ async fn reflection_lists_the_whole_app_without_credentials() {
             "{want} missing from {names:?}"
         );
     }
+}
+
+/// Collects what a `fmt` layer writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+#[tokio::test]
+async fn access_record_carries_the_callers_trace_id() {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(logs.clone()),
+        );
+    // Global: a thread-local one misses callsites other tests' threads register first.
+    // Only this test installs one; the records of other tests' calls are told apart by
+    // their trace ids.
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    let up = upstream().await;
+    let p = proxy(config(up.addr)).await;
+    let mut c = client(p.addr).await;
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let r = echo(&mut c, &[("x-api-key", KEY), ("traceparent", &parent)])
+        .await
+        .unwrap();
+    // The upstream joined the same trace.
+    assert!(
+        r.metadata["traceparent"].contains(trace),
+        "{:?}",
+        r.metadata
+    );
+    let err = echo(&mut c, &[("x-api-key", "wrong"), ("traceparent", &parent)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let records: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["target"] == "auth_proxy::access")
+        .collect();
+    let ours: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|v| v["fields"]["trace_id"] == trace)
+        .collect();
+    let ok = ours
+        .iter()
+        .find(|v| v["fields"]["grpc_status"] == "0")
+        .unwrap_or_else(|| panic!("no access record with the caller's trace id in {text}"));
+    assert_eq!(ok["fields"]["principal"], "dev");
+    assert_eq!(ok["fields"]["method"], format!("/{ECHO}/Echo"));
+    // Written after the handler returned, yet inside the call's span.
+    assert_eq!(ok["span"]["name"], "grpc.server", "{ok}");
+    let refused = ours
+        .iter()
+        .find(|v| v["fields"]["message"] == "call refused")
+        .unwrap_or_else(|| panic!("no refusal record in {text}"));
+    assert_eq!(refused["fields"]["trace_id"], trace, "{refused}");
+    assert!(
+        !text.contains(KEY) && !text.contains("wrong\""),
+        "a credential was logged"
+    );
+}
+
+/// A self-signed certificate for 127.0.0.1, made by `openssl`; it is its own CA.
+fn self_signed_ip(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (cert, key) = (dir.join("jwks.pem"), dir.join("jwks.key"));
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-addext",
+            "basicConstraints=critical,CA:FALSE",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// A JWKS endpoint over HTTPS (rustls) on 127.0.0.1.
+async fn https_jwks_server(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    body: String,
+) -> SocketAddr {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut std::fs::read(cert).unwrap().as_slice())
+            .map(Result::unwrap)
+            .collect();
+    let key: PrivateKeyDer<'static> =
+        rustls_pemfile::private_key(&mut std::fs::read(key).unwrap().as_slice())
+            .unwrap()
+            .unwrap();
+    let sc = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(sc));
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            let (acceptor, body) = (acceptor.clone(), body.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let svc = hyper::service::service_fn(move |_req| {
+                    let b = body.clone();
+                    async move {
+                        Ok::<_, Infallible>(
+                            http::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(Bytes::from(b)))
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn jwks_over_https_with_a_configured_ca() {
+    let keys = Keys::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed_ip(dir.path());
+    let jaddr = https_jwks_server(&cert, &key, jwks_json(&keys, &[("k1", "rsa.key")])).await;
+    let up = upstream().await;
+    let jwks = |ca_file: Option<std::path::PathBuf>| auth_proxy::config::JwksConfig {
+        url: format!("https://127.0.0.1:{}/jwks.json", jaddr.port()),
+        ca_file,
+        refresh: Duration::from_secs(60),
+        min_refetch: Duration::from_millis(200),
+        timeout: Duration::from_secs(2),
+    };
+    let token = {
+        use jsonwebtoken::{Algorithm, EncodingKey, Header};
+        let mut h = Header::new(Algorithm::RS256);
+        h.kid = Some("k1".into());
+        format!(
+            "Bearer {}",
+            jsonwebtoken::encode(
+                &h,
+                &claims("dana"),
+                &EncodingKey::from_rsa_pem(&keys.read("rsa.key")).unwrap()
+            )
+            .unwrap()
+        )
+    };
+
+    // Trusting the test CA: ready, and its keys verify tokens.
+    let mut cfg = config(up.addr);
+    cfg.jwt.jwks = Some(jwks(Some(cert.clone())));
+    let p = proxy(cfg).await;
+    wait_serving(p.addr, "").await;
+    let mut c = client(p.addr).await;
+    let r = echo(&mut c, &[("authorization", &token)]).await.unwrap();
+    assert_eq!(r.metadata["x-fargo-principal"], "dana");
+
+    // Without the CA the server is not trusted: no keys, never ready, tokens UNAVAILABLE.
+    let mut cfg = config(up.addr);
+    cfg.jwt.jwks = Some(jwks(None));
+    let p = proxy(cfg).await;
+    let mut c = client(p.addr).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !fargo_runtime::cli::check_health(p.addr, "", Duration::from_secs(1))
+            .await
+            .unwrap()
+    );
+    let err = echo(&mut c, &[("authorization", &token)])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert_eq!(up.echo.received(), 1);
+
+    // Plain http:// is refused unless it is loopback.
+    for (url, ok) in [
+        ("http://idp.example.com/jwks.json", false),
+        ("ftp://127.0.0.1/jwks.json", false),
+        ("http://127.0.0.1:1/jwks.json", true),
+        ("http://[::1]:1/jwks.json", true),
+        ("http://localhost:1/jwks.json", true),
+        ("https://idp.example.com/jwks.json", true),
+    ] {
+        assert_eq!(auth_proxy::auth::check_jwks_url(url).is_ok(), ok, "{url}");
+    }
+    let mut cfg = config(up.addr);
+    cfg.jwt.jwks = Some(auth_proxy::config::JwksConfig {
+        url: "http://idp.example.com/jwks.json".into(),
+        ..Default::default()
+    });
+    let err = auth_proxy::state::State::compile(cfg, None).unwrap_err();
+    assert!(err.contains("https://"), "{err}");
 }
