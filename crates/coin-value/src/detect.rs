@@ -145,22 +145,45 @@ fn score(p: &Planes) -> Vec<f32> {
         opp.c[1][i] = r - g;
         opp.c[2][i] = (r + g) / 2.0 - b;
     }
-    let bg = background(&opp);
+    let (bg, table) = background(&opp);
     let mut sigma = [0f32; 3];
     for k in 0..3 {
-        let mut d: Vec<f32> = (0..w * h)
-            .step_by(3)
-            .map(|i| (opp.c[k][i] - bg.eval(k, i % w, i / w)).abs())
-            .collect();
+        let mut d: Vec<f32> = match &table {
+            None => (0..w * h)
+                .step_by(3)
+                .map(|i| (opp.c[k][i] - bg.eval(k, i % w, i / w)).abs())
+                .collect(),
+            // Coins covering much of the picture would inflate a texture measured
+            // everywhere and hide themselves: measure it only where the fit says table.
+            Some(rects) => {
+                let mut d = Vec::new();
+                for &(x0, y0, x1, y1) in rects {
+                    for y in (y0..y1).step_by(2) {
+                        for x in (x0..x1).step_by(2) {
+                            d.push((opp.c[k][y * w + x] - bg.eval(k, x, y)).abs());
+                        }
+                    }
+                }
+                d
+            }
+        };
         sigma[k] = (1.4826 * median(&mut d)).max(1.0);
     }
     let mut out = vec![0f32; w * h];
     for y in 0..h {
+        // Along a row the surface is a quadratic in u alone.
+        let (_, v) = bg.uv(0.0, y as f64);
+        let row: [[f64; 3]; 3] = std::array::from_fn(|k| {
+            let c = &bg.coef[k];
+            [c[0] + c[2] * v + c[5] * v * v, c[1] + c[4] * v, c[3]]
+        });
         for x in 0..w {
+            let u = 2.0 * x as f64 / w as f64 - 1.0;
             let i = y * w + x;
             let mut s = 0f32;
             for k in 0..3 {
-                let d = (opp.c[k][i] - bg.eval(k, x, y)) / sigma[k];
+                let b = row[k][0] + u * (row[k][1] + u * row[k][2]);
+                let d = (opp.c[k][i] - b as f32) / sigma[k];
                 s += d * d;
             }
             out[i] = s.sqrt();
@@ -192,12 +215,18 @@ impl Surface {
     }
 }
 
+/// Table blocks (x0, y0, x1, y1) a background was fitted to.
+type Rects = Vec<(usize, usize, usize, usize)>;
+
 /// Fits the background to block medians, dropping blocks that do not fit (coins,
 /// shadows) by iterated reweighting: scale-free, unlike a fixed-size median filter.
-fn background(p: &Planes) -> Surface {
+/// When coins cover so much of the picture that the reweighting never lets go of them
+/// (its scale stays several times that of a least-trimmed-squares fit on the better
+/// half of the blocks), the trimmed fit is used and its table blocks are returned.
+fn background(p: &Planes) -> (Surface, Option<Rects>) {
     let (w, h) = (p.w, p.h);
     let bs = (w.max(h) / 40).max(6);
-    let mut blocks: Vec<(f64, f64, [f64; 3])> = Vec::new();
+    let mut blocks: Vec<(f64, f64, [f64; 3], [usize; 4])> = Vec::new();
     let mut buf = Vec::with_capacity(bs * bs);
     for by in (0..h).step_by(bs) {
         for bx in (0..w).step_by(bs) {
@@ -213,7 +242,12 @@ fn background(p: &Planes) -> Surface {
                 }
                 *m = f64::from(median(&mut buf));
             }
-            blocks.push(((bx + x1) as f64 / 2.0, (by + y1) as f64 / 2.0, med));
+            blocks.push((
+                (bx + x1) as f64 / 2.0,
+                (by + y1) as f64 / 2.0,
+                med,
+                [bx, by, x1, y1],
+            ));
         }
     }
     let mut s = Surface {
@@ -221,12 +255,11 @@ fn background(p: &Planes) -> Surface {
         h,
         coef: [[0.0; 6]; 3],
     };
-    let mut keep = vec![true; blocks.len()];
-    for _ in 0..8 {
+    let fit = |s: &mut Surface, keep: &[bool]| {
         for k in 0..3 {
             let mut ata = [[0f64; 6]; 6];
             let mut atb = [0f64; 6];
-            for (b, _) in blocks.iter().zip(&keep).filter(|(_, k)| **k) {
+            for (b, _) in blocks.iter().zip(keep).filter(|(_, k)| **k) {
                 let (u, v) = s.uv(b.0, b.1);
                 let f = Surface::basis(u, v);
                 for i in 0..6 {
@@ -240,7 +273,9 @@ fn background(p: &Planes) -> Surface {
                 s.coef[k] = c;
             }
         }
-        let res: Vec<f64> = blocks
+    };
+    let residuals = |s: &Surface| -> Vec<f32> {
+        blocks
             .iter()
             .map(|b| {
                 let (u, v) = s.uv(b.0, b.1);
@@ -251,23 +286,69 @@ fn background(p: &Planes) -> Surface {
                         e * e
                     })
                     .sum::<f64>()
-                    .sqrt()
+                    .sqrt() as f32
             })
-            .collect();
+            .collect()
+    };
+    // Iterated reweighting from all blocks.
+    let mut keep = vec![true; blocks.len()];
+    let mut scale = 0.0;
+    for _ in 0..8 {
+        fit(&mut s, &keep);
+        let res = residuals(&s);
         let mut kept: Vec<f32> = res
             .iter()
             .zip(&keep)
             .filter(|(_, k)| **k)
-            .map(|(r, _)| *r as f32)
+            .map(|(r, _)| *r)
             .collect();
-        let scale = (1.4826 * f64::from(median(&mut kept))).max(2.0);
+        scale = (1.4826 * median(&mut kept)).max(2.0);
         let next: Vec<bool> = res.iter().map(|r| *r <= 2.5 * scale).collect();
         if next.iter().filter(|k| **k).count() < 6 || next == keep {
             break;
         }
         keep = next;
     }
-    s
+    // Least trimmed squares: refit on the better half until that half stops changing.
+    let mut t = Surface {
+        w,
+        h,
+        coef: [[0.0; 6]; 3],
+    };
+    let mut half = vec![true; blocks.len()];
+    let mut res = Vec::new();
+    for _ in 0..12 {
+        fit(&mut t, &half);
+        res = residuals(&t);
+        let mid = median(&mut res.clone());
+        let next: Vec<bool> = res.iter().map(|r| *r <= mid).collect();
+        if next.iter().filter(|k| **k).count() < 6 || next == half {
+            break;
+        }
+        half = next;
+    }
+    let mut kept: Vec<f32> = res
+        .iter()
+        .zip(&half)
+        .filter(|(_, k)| **k)
+        .map(|(r, _)| *r)
+        .collect();
+    let trimmed_scale = (1.4826 * median(&mut kept)).max(0.8);
+    if scale <= 3.0 * trimmed_scale {
+        return (s, None);
+    }
+    let table: Vec<bool> = res.iter().map(|r| *r <= 2.5 * trimmed_scale).collect();
+    if table.iter().filter(|k| **k).count() >= 6 {
+        half = table;
+        fit(&mut t, &half);
+    }
+    let rects = blocks
+        .iter()
+        .zip(&half)
+        .filter(|(_, k)| **k)
+        .map(|(b, _)| (b.3[0], b.3[1], b.3[2], b.3[3]))
+        .collect();
+    (t, Some(rects))
 }
 
 /// Solves a small symmetric system by Gaussian elimination with partial pivoting.

@@ -16,6 +16,7 @@ pub mod value;
 
 use std::future::Future;
 
+use fargo_runtime::storage::Storage;
 use fargo_runtime::{ServerConfig, Services, TelemetryConfig};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -125,8 +126,9 @@ pub enum Error {
     TooLarge(String),
     #[error("the request has no image: set `data` to JPEG, PNG or WebP bytes, or `uri`")]
     NoImage,
-    #[error("cannot read {uri}: {reason}")]
-    Read { uri: String, reason: String },
+    /// Reading the request's `uri` through the shared storage layer.
+    #[error("cannot read the image: {0}")]
+    Storage(#[from] fargo_runtime::storage::StorageError),
     #[error("counting failed: {0}")]
     Internal(String),
 }
@@ -218,7 +220,19 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
-    let grpc = CoinValueGrpc::new(&config).server(config.server.max_message_bytes);
+    serve_with_storage(listener, config, Storage::from_env(), shutdown).await
+}
+
+/// As [`serve`], reading `uri` requests through `storage` (tests point it at moto).
+pub async fn serve_with_storage(
+    listener: TcpListener,
+    config: Config,
+    storage: Storage,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
+    let grpc = CoinValueGrpc::new(&config)
+        .with_storage(storage)
+        .server(config.server.max_message_bytes);
     let services = Services::new()
         .with(grpc)
         .describe(fargo_proto::FILE_DESCRIPTOR_SET);

@@ -7,9 +7,8 @@ use fargo_proto::coinvalue::v1 as pb;
 use fargo_proto::coinvalue::v1::coin_value_service_server::{
     CoinValueService, CoinValueServiceServer,
 };
+use fargo_runtime::storage::{Storage, StorageError};
 use tokio::sync::Semaphore;
-use tonic::codegen::{Context, Poll, Service, http};
-use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 use crate::{Config, DecodeLimits, Denomination, Error};
@@ -22,7 +21,17 @@ impl From<Error> for Status {
                 Status::invalid_argument(msg)
             }
             Error::TooLarge(_) => Status::resource_exhausted(msg),
-            Error::Read { .. } => Status::failed_precondition(msg),
+            Error::Storage(e) => match e {
+                StorageError::NotFound { .. } => Status::not_found(msg),
+                StorageError::InvalidUri { .. } | StorageError::Unsupported { .. } => {
+                    Status::invalid_argument(msg)
+                }
+                StorageError::TooLarge { .. } => Status::resource_exhausted(msg),
+                StorageError::RangeOutside { .. } => Status::out_of_range(msg),
+                StorageError::PermissionDenied { .. } => Status::permission_denied(msg),
+                // The store failed or could not be reached: worth retrying.
+                StorageError::Backend { .. } => Status::unavailable(msg),
+            },
             Error::Internal(_) | Error::Serve(_) => Status::internal(msg),
         }
     }
@@ -34,6 +43,8 @@ pub struct CoinValueGrpc {
     max_image_bytes: usize,
     /// Bounds the blocking pool to the cores: CPU work beyond them only adds latency.
     workers: Arc<Semaphore>,
+    /// Where `uri` requests are read from.
+    storage: Storage,
 }
 
 impl CoinValueGrpc {
@@ -42,18 +53,31 @@ impl CoinValueGrpc {
             limits: config.coins.limits(),
             max_image_bytes: config.coins.max_image_bytes,
             workers: Arc::new(Semaphore::new(config.coins.effective_workers())),
+            storage: Storage::from_env(),
         }
     }
 
-    /// The tonic service, wrapped so that an oversized request is RESOURCE_EXHAUSTED
-    /// with the limit in the message rather than tonic's OUT_OF_RANGE.
-    pub fn server(self, max_message_bytes: usize) -> SizeLimited<CoinValueServiceServer<Self>> {
-        SizeLimited {
-            inner: CoinValueServiceServer::new(self)
-                .max_decoding_message_size(max_message_bytes)
-                .max_encoding_message_size(max_message_bytes),
-            limit: max_message_bytes,
-        }
+    /// Reads `uri` requests through `storage` instead of one built from the environment.
+    pub fn with_storage(mut self, storage: Storage) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// The image a `uri` request names, refused before it is read past the image limit.
+    async fn read(&self, uri: &str) -> Result<Vec<u8>, Error> {
+        let bytes = self
+            .storage
+            .read_all(uri, self.max_image_bytes as u64)
+            .await?;
+        Ok(Vec::from(bytes))
+    }
+
+    /// The tonic service; the runtime's codec-status layer turns an oversized request
+    /// into RESOURCE_EXHAUSTED, refused on the length prefix before the body is buffered.
+    pub fn server(self, max_message_bytes: usize) -> CoinValueServiceServer<Self> {
+        CoinValueServiceServer::new(self)
+            .max_decoding_message_size(max_message_bytes)
+            .max_encoding_message_size(max_message_bytes)
     }
 
     async fn run(&self, bytes: Vec<u8>, annotate: bool) -> Result<crate::CountResult, Error> {
@@ -97,13 +121,7 @@ impl CoinValueService for CoinValueGrpc {
         let req = req.into_inner();
         let bytes = match req.image {
             Some(pb::count_request::Image::Data(d)) => d,
-            Some(pb::count_request::Image::Uri(uri)) => {
-                return Err(Error::Read {
-                    uri,
-                    reason: "reading by URI needs the shared storage layer, not in this build; send the bytes in `data`".into(),
-                }
-                .into());
-            }
+            Some(pb::count_request::Image::Uri(uri)) => self.read(&uri).await?,
             None => return Err(Error::NoImage.into()),
         };
         let r = self.run(bytes, req.annotate).await?;
@@ -132,54 +150,5 @@ impl CoinValueService for CoinValueGrpc {
             image_height: r.image_height,
             annotated_jpeg: r.annotated_jpeg.unwrap_or_default(),
         }))
-    }
-}
-
-/// Rewrites tonic's "message length too large" (OUT_OF_RANGE) into RESOURCE_EXHAUSTED.
-/// Tonic refuses on the length prefix, before buffering the body, so memory stays bounded.
-#[derive(Debug, Clone)]
-pub struct SizeLimited<S> {
-    inner: S,
-    limit: usize,
-}
-
-impl<S: NamedService> NamedService for SizeLimited<S> {
-    const NAME: &'static str = S::NAME;
-}
-
-impl<S, B> Service<http::Request<B>> for SizeLimited<S>
-where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
-    >;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let fut = self.inner.call(req);
-        let limit = self.limit;
-        Box::pin(async move {
-            let res = fut.await?;
-            let too_large = res.headers().get("grpc-status").is_some_and(|v| v == "11")
-                && res
-                    .headers()
-                    .get("grpc-message")
-                    .and_then(|v| v.to_str().ok())
-                    .is_some_and(|m| m.contains("too%20large") || m.contains("too large"));
-            if too_large {
-                return Ok(Status::resource_exhausted(format!(
-                    "request too large: at most {limit} bytes per request; send a smaller or more compressed image"
-                ))
-                .into_http());
-            }
-            Ok(res)
-        })
     }
 }

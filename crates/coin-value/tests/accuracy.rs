@@ -51,31 +51,67 @@ fn check(seed: u64, w: u32, h: u32) -> Result<(), String> {
     Ok(())
 }
 
-/// Exactly right on this many of the set, at least: the bar is all of them; this floor
-/// (what the detector achieves today) catches regressions while it gets there.
-const FLOOR: usize = 42;
+/// Seeds of the set that the detector does not yet get exactly right; the bar is none.
+/// Every other seed must be exact, so any regression fails its test; a listed seed that
+/// starts passing is reported so the list can shrink.
+const KNOWN_MISSES: &[u64] = &[6, 14, 16, 20, 21, 44];
 
-#[test]
-fn synthetic_set_exact_totals() {
-    let sets = [(0..SEEDS / 2, 1600, 1200), (SEEDS / 2..SEEDS, 1500, 2000)];
+/// The set in chunks of six photos, one test each, so they run in parallel and each
+/// takes seconds: seeds 0..24 at 1600 x 1200, 24..48 at 1500 x 2000 (portrait).
+fn chunk(first: u64) {
     let mut failures = Vec::new();
-    for (seeds, w, h) in sets {
-        failures.extend(seeds.filter_map(|s| check(s, w, h).err()));
+    for seed in first..first + 6 {
+        let (w, h) = if seed < SEEDS / 2 {
+            (1600, 1200)
+        } else {
+            (1500, 2000)
+        };
+        match check(seed, w, h) {
+            Ok(()) if KNOWN_MISSES.contains(&seed) => {
+                eprintln!("seed {seed} is now exactly right: remove it from KNOWN_MISSES");
+            }
+            Ok(()) => {}
+            Err(e) if KNOWN_MISSES.contains(&seed) => eprintln!("known miss: {e}"),
+            Err(e) => failures.push(e),
+        }
     }
-    let right = SEEDS as usize - failures.len();
-    eprintln!("synthetic set: {right}/{SEEDS} exactly right");
-    for f in &failures {
-        eprintln!("{f}");
-    }
-    assert!(
-        right >= FLOOR,
-        "only {right} of {SEEDS} exactly right:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// scikit-image's coins: from python3 when scikit-image is installed, otherwise the
-/// committed copy of the same picture.
+#[test]
+fn synthetic_seeds_00_05() {
+    chunk(0);
+}
+#[test]
+fn synthetic_seeds_06_11() {
+    chunk(6);
+}
+#[test]
+fn synthetic_seeds_12_17() {
+    chunk(12);
+}
+#[test]
+fn synthetic_seeds_18_23() {
+    chunk(18);
+}
+#[test]
+fn synthetic_seeds_24_29() {
+    chunk(24);
+}
+#[test]
+fn synthetic_seeds_30_35() {
+    chunk(30);
+}
+#[test]
+fn synthetic_seeds_36_41() {
+    chunk(36);
+}
+#[test]
+fn synthetic_seeds_42_47() {
+    chunk(42);
+}
+
+/// scikit-image's coins (`skimage.data.coins()`), the committed copy.
 fn skimage_coins() -> Vec<u8> {
     let committed =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/skimage-coins.png");
@@ -83,7 +119,6 @@ fn skimage_coins() -> Vec<u8> {
 }
 
 #[test]
-#[ignore = "fails today: the detector finds 0 of the 24 coins on this small grey picture (issue 4, open)"]
 fn skimage_coins_has_24() {
     let r = count(&skimage_coins(), &DecodeLimits::default(), false).unwrap();
     assert_eq!(

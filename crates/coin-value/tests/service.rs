@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The gRPC service over a real socket: counting, bad input with the right status codes,
-//! load shedding, and staying up afterwards.
+//! images by URI (local files and S3 on moto), load shedding, and staying up afterwards.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,17 +8,30 @@ use std::time::Duration;
 use coin_value::{Config, synth};
 use fargo_proto::coinvalue::v1::coin_value_service_client::CoinValueServiceClient;
 use fargo_proto::coinvalue::v1::{CountRequest, count_request};
+use fargo_runtime::storage::Storage;
 use tokio::net::TcpListener;
 use tonic::Code;
 use tonic::transport::Channel;
 
 async fn start(config: Config) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    start_with(config, Storage::from_env()).await
+}
+
+async fn start_with(
+    config: Config,
+    storage: Storage,
+) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(coin_value::serve(listener, config, async {
-        let _ = rx.await;
-    }));
+    tokio::spawn(coin_value::serve_with_storage(
+        listener,
+        config,
+        storage,
+        async {
+            let _ = rx.await;
+        },
+    ));
     for _ in 0..100 {
         if fargo_runtime::cli::check_health(addr, "", Duration::from_secs(1)).await == Ok(true) {
             return (addr, tx);
@@ -163,7 +176,7 @@ async fn counts_over_grpc_and_refuses_bad_input_with_clear_errors() {
             "over message limit",
             data(vec![0xFF; 6 << 20]),
             Code::ResourceExhausted,
-            "request too large",
+            "5242880",
         ),
     ];
     for (name, req, code, msg) in cases {
@@ -213,6 +226,125 @@ async fn sheds_load_past_the_limit_with_resource_exhausted() {
     }
     assert!(ok >= 1 && shed >= 1, "ok {ok}, shed {shed}");
     // Health answers even when every slot is busy.
+    assert_eq!(
+        fargo_runtime::cli::check_health(addr, "", Duration::from_secs(2)).await,
+        Ok(true)
+    );
+}
+
+fn uri(u: &str) -> CountRequest {
+    CountRequest {
+        image: Some(count_request::Image::Uri(u.to_owned())),
+        annotate: false,
+    }
+}
+
+/// Creates an S3 bucket on moto with a plain CreateBucket call.
+fn create_bucket(moto: &fargo_testkit::Moto, bucket: &str) {
+    let status = std::process::Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import urllib.request as u; u.urlopen(u.Request('{}/{bucket}', method='PUT')).read()",
+                moto.endpoint()
+            ),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_images_by_uri_from_files_and_s3_with_bounded_reads() {
+    let moto = fargo_testkit::Moto::start();
+    let env: Vec<(String, String)> = moto
+        .aws_env()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+    let storage = Storage::with_env(env);
+    create_bucket(&moto, "photos");
+
+    let photo = synth::render(3, 1000, 750);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("coins.jpg");
+    std::fs::write(&file, &photo.jpeg).unwrap();
+    let big = dir.path().join("big.jpg");
+    std::fs::write(&big, vec![0xFF; 3 << 20]).unwrap();
+    let text = dir.path().join("notes.jpg");
+    std::fs::write(&text, "not a picture").unwrap();
+    storage
+        .write("s3://photos/in/coins.jpg", photo.jpeg.clone().into())
+        .await
+        .unwrap();
+    storage
+        .write("s3://photos/in/big.jpg", vec![0xFF; 3 << 20].into())
+        .await
+        .unwrap();
+
+    let mut config = Config::default();
+    config.coins.max_image_bytes = 2 << 20;
+    let (addr, _stop) = start_with(config, storage).await;
+    let mut c = client(addr).await;
+    let want = c
+        .count(data(photo.jpeg.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let file_uri = format!("file://{}", file.display());
+    for u in [
+        file.display().to_string(),
+        file_uri,
+        "s3://photos/in/coins.jpg".into(),
+    ] {
+        let r = c.count(uri(&u)).await.unwrap().into_inner();
+        assert_eq!(
+            r, want,
+            "{u}: a different answer than for the same bytes inline"
+        );
+    }
+
+    let cases: Vec<(String, Code, &str)> = vec![
+        (
+            dir.path().join("missing.jpg").display().to_string(),
+            Code::NotFound,
+            "does not exist",
+        ),
+        (
+            "s3://photos/in/missing.jpg".into(),
+            Code::NotFound,
+            "does not exist",
+        ),
+        (
+            big.display().to_string(),
+            Code::ResourceExhausted,
+            "more than the 2097152 allowed",
+        ),
+        (
+            "s3://photos/in/big.jpg".into(),
+            Code::ResourceExhausted,
+            "more than the 2097152 allowed",
+        ),
+        (
+            "ftp://example.com/coins.jpg".into(),
+            Code::InvalidArgument,
+            "unknown scheme `ftp`",
+        ),
+        (
+            text.display().to_string(),
+            Code::InvalidArgument,
+            "not a JPEG, PNG or WebP",
+        ),
+    ];
+    for (u, code, msg) in cases {
+        let e = c.count(uri(&u)).await.expect_err(&u);
+        assert_eq!(e.code(), code, "{u}: {e:?}");
+        assert!(
+            e.message().contains(msg),
+            "{u}: message {:?} lacks {msg:?}",
+            e.message()
+        );
+    }
     assert_eq!(
         fargo_runtime::cli::check_health(addr, "", Duration::from_secs(2)).await,
         Ok(true)
