@@ -3,7 +3,8 @@
 # binaries compiled on this host (PREBUILT mode), then the end-to-end test against the
 # real engine (docker/e2e/tests/compose.rs): compose up and wait, one authenticated call
 # per service through the published port, the logging sidecar's records, one on-demand job
-# container per dropped video, and a clean `down`.
+# container per video dropped into a folder `fargo watch --backend docker` watches, and a
+# clean `down`. From a machine with no images at all, it makes the base images first.
 #
 # Usage: docker/e2e.sh [--no-build] [--profile dev|release]
 #   --no-build: reuse the images already built
@@ -33,5 +34,7 @@ if [ "$build" = 1 ]; then
     echo "e2e.sh: images built in $((SECONDS - start))s" >&2
 fi
 t=$SECONDS
+# The on-demand check runs the invoker itself: `fargo watch --backend docker`.
+cargo build --locked -p fargo --bin fargo
 cargo test --locked -p fargo-docker-e2e --test compose -- --include-ignored --nocapture --test-threads=1
 echo "e2e.sh: end-to-end test took $((SECONDS - t))s; $((SECONDS - start))s in all" >&2

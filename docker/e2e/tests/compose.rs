@@ -22,7 +22,6 @@ use tonic::transport::Channel;
 const SERVICES: [&str; 4] = ["logging", "thumbnail", "coin-value", "auth-proxy"];
 /// The API key the test calls with; the auth-proxy gets its hash (see `overrides`).
 const API_KEY: &str = "fargo-e2e-key-3f9a1c";
-const JOB_SERVICE: &str = "thumbnail-job";
 
 /// `sha256:<hex>` of `key`, the form the auth-proxy stores keys in (coreutils' sha256sum).
 fn key_hash(key: &str) -> String {
@@ -263,46 +262,136 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
     out
 }
 
-/// One on-demand job container for the dropped video: exactly one thumbnail appears.
-fn on_demand_job(stack: &Stack, data: &Path) -> Result<String, String> {
-    let before = files(&data.join("out")).len();
-    // The overrides the invoker gives a job (as ECS container overrides would), on the
-    // command the task definition keeps.
-    let out = run(&mut stack.command([
-        "run",
-        "--rm",
-        "-T",
-        "-e",
-        "INPUT_VIDEO_FILE_URL=/data/in/clip.mp4",
-        "-e",
-        "POSITION_TIME_DURATION=1",
-        "-e",
-        "OUTPUT_S3_PATH=/data/out",
-        "-e",
-        "OUTPUT_THUMBS_FILE_NAME=clip.png",
-        JOB_SERVICE,
+/// The `fargo` binary of this build (next to the test's own `deps/` folder; docker/e2e.sh
+/// builds it), or `FARGO_BIN`.
+fn fargo_bin() -> std::path::PathBuf {
+    if let Some(p) = std::env::var_os("FARGO_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("fargo")
+}
+
+/// `docker events` of job containers (label `fargo.job`) since `since`, one line each.
+fn job_events(since: u64, event: &str) -> Result<Vec<String>, String> {
+    let until = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1;
+    let out = run(Command::new("docker").args([
+        "events",
+        "--since",
+        &since.to_string(),
+        "--until",
+        &until.to_string(),
+        "--filter",
+        "label=fargo.job",
+        "--filter",
+        &format!("event={event}"),
+        "--format",
+        "{{.Actor.ID}} {{index .Actor.Attributes \"name\"}}",
     ]))?;
-    if !out.status.success() {
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The Container-on-Demand pattern for real: `fargo watch --backend docker` watches a host
+/// folder; a video dropped into it starts exactly one job container, with the input and
+/// output folders mounted, whose thumbnail appears in the output folder; the container is
+/// gone afterwards.
+fn on_demand_job(jobs: &Path, video: &Path) -> Result<String, String> {
+    let (input, output) = (jobs.join("in"), jobs.join("out"));
+    for d in [&input, &output] {
+        std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+    }
+    // A root-owned output folder keeps the image's user 10001, which must write there.
+    std::fs::set_permissions(&output, std::fs::Permissions::from_mode(0o777))
+        .map_err(|e| e.to_string())?;
+    let bin = fargo_bin();
+    if !bin.exists() {
         return Err(format!(
-            "the job container failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            "{} is missing: cargo build -p fargo",
+            bin.display()
         ));
     }
-    let made = files(&data.join("out"));
-    if made.len() != before + 1 {
-        return Err(format!(
-            "expected exactly one new thumbnail, found {}",
-            made.len() - before
-        ));
-    }
-    let img = image::open(&made[0]).map_err(|e| format!("{}: {e}", made[0].display()))?;
-    Ok(format!(
-        "one container, one thumbnail {} ({}x{})",
-        made[0].file_name().unwrap().to_string_lossy(),
-        img.width(),
-        img.height()
-    ))
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let log = jobs.join("watch.log");
+    let mut watch = Command::new(&bin)
+        .args(["watch"])
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .args(["--backend", "docker", "--interval", "500ms"])
+        .stdout(std::fs::File::create(&log).map_err(|e| e.to_string())?)
+        .stderr(std::fs::File::create(jobs.join("watch.err")).map_err(|e| e.to_string())?)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+    let result = (|| {
+        // Dropped the way a careful copy does: written under a name the watcher ignores,
+        // then renamed into place in one step.
+        let part = input.join("clip.mp4.part");
+        std::fs::copy(video, &part).map_err(|e| e.to_string())?;
+        std::fs::rename(&part, input.join("clip.mp4")).map_err(|e| e.to_string())?;
+        let report = eventually(Duration::from_secs(180), || {
+            if let Ok(Some(status)) = watch.try_wait() {
+                return Ok(Err(format!(
+                    "fargo watch exited ({status}): {}",
+                    std::fs::read_to_string(jobs.join("watch.err")).unwrap_or_default()
+                )));
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            match text.lines().find(|l| l.contains("clip.mp4")) {
+                Some(l) if l.starts_with("ok\t") => Ok(Ok(l.to_owned())),
+                Some(l) => Ok(Err(format!("the job failed: {l}"))),
+                None => Err("no job reported for clip.mp4".to_string()),
+            }
+        })??;
+        let thumb = output.join("clip.png");
+        let img = image::open(&thumb).map_err(|e| format!("{}: {e}", thumb.display()))?;
+        let made = files(&output);
+        if made.len() != 1 {
+            return Err(format!(
+                "expected exactly one file in the output folder, found {made:?}"
+            ));
+        }
+        // The container is removed once the job has ended.
+        let left = eventually(Duration::from_secs(30), || {
+            let out =
+                run(Command::new("docker").args(["ps", "-aq", "--filter", "label=fargo.job"]))?;
+            let ids = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            if ids.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("job containers still exist: {ids}"))
+            }
+        });
+        left?;
+        let started = job_events(since, "start")?;
+        if started.len() != 1 {
+            return Err(format!(
+                "expected one job container started, the engine saw {}: {started:?}",
+                started.len()
+            ));
+        }
+        Ok(format!(
+            "one container ({}) started and removed for the dropped video, thumbnail {} \
+             {}x{} in the mounted output folder; watch said: {}",
+            started[0].split_whitespace().nth(1).unwrap_or("?"),
+            thumb.file_name().unwrap().to_string_lossy(),
+            img.width(),
+            img.height(),
+            report.replace('\t', " ")
+        ))
+    })();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    result
 }
 
 /// A sidecar that never turns healthy fails the wait, which names it and shows its logs.
@@ -512,8 +601,8 @@ fn assembly_under_compose() {
     }
 
     checks.record(
-        "on-demand job: one container, one thumbnail",
-        on_demand_job(&stack, data.path()),
+        "on-demand: fargo watch --backend docker, one container per dropped video",
+        on_demand_job(&data.path().join("jobs"), &video),
     );
     checks.record(
         "down: every container exits 0 within its grace period",

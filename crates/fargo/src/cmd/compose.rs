@@ -49,6 +49,24 @@ const LOCAL_DEFAULTS: [(&str, &str); 3] = [
 /// Where the host's `./data` appears in the job container.
 const DATA_MOUNT: &str = "/data";
 
+/// The local name of a service's image, `${IMAGE_REPO:-fargo}/fargo-NAME:${IMAGE_TAG:-dev}`:
+/// one scheme for docker/build-images.sh, docker-compose.yml and `fargo watch --backend docker`.
+pub fn local_image(service: &str) -> String {
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .or_else(|| {
+                LOCAL_DEFAULTS
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, d)| (*d).to_owned())
+            })
+            .unwrap_or_default()
+    };
+    format!("{}/fargo-{service}:{}", var("IMAGE_REPO"), var("IMAGE_TAG"))
+}
+
 #[derive(Debug, clap::Args)]
 pub struct ComposeArgs {
     /// The assembly's task definition.
@@ -283,11 +301,12 @@ fn header(task: &TaskDefinition, owner: &str, sources: &[String]) -> String {
 # into ./data/in and either start one job by hand, with the overrides ECS would get:
 #   docker compose run --rm -e INPUT_VIDEO_FILE_URL={DATA_MOUNT}/in/clip.mp4 \\
 #     -e POSITION_TIME_DURATION=1 -e OUTPUT_S3_PATH={DATA_MOUNT}/out -e OUTPUT_THUMBS_FILE_NAME=clip.png thumbnail-job
-# or let the invoker start one container per new video through the Docker Engine API:
-#   fargo watch IN -o OUT --backend docker --image fargo/fargo-thumbnail:dev
-# (the same image and `job` command, the video's URI, position and output in the job's
-# environment as ECS container overrides; it mounts no host folder, so IN and OUT must be
-# reachable from a container, e.g. s3:// or http(s)://).
+# or let the invoker watch the folder and start one container per new video through the
+# Docker Engine API (image ${{IMAGE_REPO:-fargo}}/fargo-thumbnail:${{IMAGE_TAG:-dev}}, `job`):
+#   fargo watch ./data/in -o ./data/out --backend docker
+# It bind-mounts the input folder read-only at /data/in and the output folder at /data/out,
+# hands the job the video's path, position and output as ECS container overrides would, and
+# removes each container once it has ended; the thumbnail lands as VIDEO-NAME.png.
 #
 # Credentials: the auth-proxy reads API keys and access rules from FARGO_* variables; add
 # yours in an override file (docker compose -f docker-compose.yml -f mine.yml up), e.g.

@@ -52,9 +52,11 @@ pub struct WatchArgs {
     /// Jobs running at once.
     #[arg(long, default_value_t = 2)]
     pub max_jobs: usize,
-    /// Docker backend: the image whose entrypoint is the `thumbnail` binary.
-    #[arg(long, default_value = "fargo-thumbnail:latest")]
-    pub image: String,
+    /// Docker backend: the image whose entrypoint is the `thumbnail` binary [default:
+    /// ${IMAGE_REPO:-fargo}/fargo-thumbnail:${IMAGE_TAG:-dev}, what docker/build-images.sh
+    /// builds and docker-compose.yml runs].
+    #[arg(long)]
+    pub image: Option<String>,
     /// ECS backend: cluster, task definition (family[:revision] or ARN), container name.
     #[arg(long, default_value = "default")]
     pub cluster: String,
@@ -103,11 +105,14 @@ async fn launcher(args: &WatchArgs) -> anyhow::Result<Launcher> {
             let env = std::env::vars()
                 .filter(|(k, _)| k.starts_with("AWS_"))
                 .collect();
-            Launcher::Docker(invoker::docker::DockerLauncher::connect(
-                args.image.clone(),
-                vec!["job".into()],
-                env,
-            )?)
+            let image = args
+                .image
+                .clone()
+                .unwrap_or_else(|| crate::cmd::compose::local_image("thumbnail"));
+            Launcher::Docker(
+                invoker::docker::DockerLauncher::connect(image, vec!["job".into()], env)?
+                    .with_host_folders(&args.input, &args.output)?,
+            )
         }
         Backend::Ecs => {
             let clients = crate::aws::Clients::load(&args.aws).await?;
