@@ -74,10 +74,10 @@ pub struct Limits {
     pub max_frame_pixels: u64,
     /// Largest image produced (thumbnail or sprite sheet).
     pub max_output_pixels: u64,
-    /// Decoder frame threads; 1 disables threading. 2 by default: measured on 2 busy
+    /// Decoder frame threads for requests that decode more than a few frames (several
+    /// positions, deep in a GOP); 1 disables threading. 2 by default: measured on 2 busy
     /// cores (benches/thumbnail.rs), two frame threads with two decoders per request
-    /// made ten positions ~1.5x faster than one thread and cost single thumbnails
-    /// nothing measurable; more threads than cores only add frames in flight.
+    /// made ten positions ~1.5x faster than one thread.
     pub decoder_threads: usize,
     /// Decoders one extraction may run at once, each on its own thread, for positions
     /// that start from different keyframes.
@@ -248,6 +248,8 @@ struct Picked {
 struct Source {
     ictx: format::context::Input,
     decoder: ff::decoder::Video,
+    /// The stream's codec parameters, to reopen the decoder with threads.
+    params: codec::Parameters,
     index: usize,
     tb: Rational,
     display: Option<[i32; 9]>,
@@ -262,10 +264,6 @@ struct Source {
 
 impl Source {
     fn open(input: &str, name: &str, limits: &Limits) -> Result<Self, EngineError> {
-        let invalid = |reason: String| EngineError::Invalid {
-            input: name.to_owned(),
-            reason,
-        };
         let mut opts = ff::Dictionary::new();
         // Network inputs: give up on a stalled server rather than hold a decode slot forever.
         opts.set("rw_timeout", "30000000");
@@ -305,22 +303,7 @@ impl Source {
         // Refuse a huge stream before the decoder allocates anything for it.
         let (w, h) = dimensions(&params);
         check_size(name, w, h, limits)?;
-        let mut ctx = codec::Context::from_parameters(params)
-            .map_err(|e| invalid(format!("cannot read the video stream's parameters: {e}")))?;
-        if limits.decoder_threads > 1 {
-            ctx.set_threading(codec::threading::Config {
-                kind: codec::threading::Type::Frame,
-                count: limits.decoder_threads,
-                safe: false,
-            });
-        }
-        let decoder = ctx
-            .decoder()
-            .video()
-            .map_err(|e| EngineError::Unsupported {
-                input: name.to_owned(),
-                reason: format!("FFmpeg has no decoder for this video codec: {e}"),
-            })?;
+        let decoder = open_decoder(&params, name, 1)?;
 
         let start_us = match start_time(&ictx) {
             t if t == ff::ffi::AV_NOPTS_VALUE => 0,
@@ -331,6 +314,7 @@ impl Source {
         Ok(Self {
             ictx,
             decoder,
+            params,
             index,
             tb,
             display,
@@ -339,6 +323,14 @@ impl Source {
             seek_backoff,
             skip_nonref,
         })
+    }
+
+    /// Reopens the decoder (before anything is decoded) with `threads` frame threads.
+    fn use_threads(&mut self, name: &str, threads: usize) -> Result<(), EngineError> {
+        if threads > 1 {
+            self.decoder = open_decoder(&self.params, name, threads)?;
+        }
+        Ok(())
     }
 
     /// Where the seek for a position `us` after the start goes (AV_TIME_BASE units).
@@ -351,6 +343,48 @@ impl Source {
             us
         }
     }
+}
+
+fn open_decoder(
+    params: &codec::Parameters,
+    name: &str,
+    threads: usize,
+) -> Result<ff::decoder::Video, EngineError> {
+    let mut ctx =
+        codec::Context::from_parameters(params.clone()).map_err(|e| EngineError::Invalid {
+            input: name.to_owned(),
+            reason: format!("cannot read the video stream's parameters: {e}"),
+        })?;
+    if threads > 1 {
+        ctx.set_threading(codec::threading::Config {
+            kind: codec::threading::Type::Frame,
+            count: threads,
+            safe: false,
+        });
+    }
+    ctx.decoder().video().map_err(|e| EngineError::Unsupported {
+        input: name.to_owned(),
+        reason: format!("FFmpeg has no decoder for this video codec: {e}"),
+    })
+}
+
+/// Frame threads for this request: they pay off when it decodes more than a few
+/// frames, while for one thumbnail at a keyframe they only add start-up and frames in
+/// flight (measured: the job process got slower with them).
+fn frame_threads(src: &Source, items: &[(i64, Target)], mode: Mode, configured: usize) -> usize {
+    if configured <= 1 || mode == Mode::Keyframe {
+        return 1;
+    }
+    if items.len() > 1 || mode == Mode::Representative {
+        return configured;
+    }
+    let deep = items.iter().any(|(us, _)| {
+        let want = us_to_tb(us + src.start_us, src.tb);
+        let seek = us_to_tb(src.seek_us(*us), src.tb);
+        index_keyframe_before(&src.ictx, src.index, seek)
+            .is_none_or(|key| tb_to_secs(want - key, src.tb) > 0.5)
+    });
+    if deep { configured } else { 1 }
 }
 
 /// Extracts what `req` asks from `input` (a path or URL FFmpeg opens itself);
@@ -423,6 +457,8 @@ pub fn extract(
             )
         }),
     };
+    let threads = frame_threads(&src, &items, req.mode, limits.decoder_threads);
+    src.use_threads(name, threads)?;
     let runs = split(&src, &items, req.mode, limits.decoders);
     let parts: Vec<Result<Decoded, EngineError>> =
         match runs.split_first() {
@@ -433,6 +469,7 @@ pub fn extract(
                     .map(|run| {
                         s.spawn(move || {
                             let mut own = Source::open(input, name, limits)?;
+                            own.use_threads(name, threads)?;
                             decode(&mut own, name, req, limits, cancel, run, chains)
                         })
                     })
