@@ -478,7 +478,7 @@ pub fn render(seed: u64, width: u32, height: u32) -> Synth {
     for (i, p) in img.as_mut().iter_mut().enumerate() {
         *p = buf[i].clamp(0.0, 255.0) as u8;
     }
-    let img = imageproc::filter::gaussian_blur_f32(&img, blur);
+    let img = crate::detect::gaussian_blur(&img, blur);
     let mut img = img;
     for p in img.as_mut().iter_mut() {
         *p = (f64::from(*p) + noise_sigma * rng.normal())
