@@ -492,7 +492,9 @@ async fn route_call(
         let Some(next) = route.cluster.pick_other(ep.addr) else {
             return Err(err);
         };
-        let Ok(Ok(replay)) = tokio::time::timeout_at(deadline, replay).await else {
+        // The failed attempt hands the body back as it drops it, at once in practice.
+        let wait = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
+        let Ok(Ok(replay)) = tokio::time::timeout_at(wait, replay).await else {
             return Err(err);
         };
         tracing::info!(method = %path, failed = %ep.addr, retry = %next.addr, error = %err,

@@ -151,7 +151,10 @@ async fn a_call_the_upstream_may_have_processed_is_not_retried() {
         .await
     });
     // Kill whichever endpoint took the call, while it is processing it.
+    let mut waited = 0;
     let (took, other) = loop {
+        waited += 1;
+        assert!(waited < 1000, "the call reached neither upstream");
         if a_echo.received() == 1 {
             kill_a.send(()).unwrap();
             break (a_echo, b_echo);
