@@ -207,22 +207,23 @@ fn thumb_streams_a_local_file_to_the_service() {
     );
 }
 
-/// Creates S3 buckets on a moto server with plain CreateBucket calls.
+/// Creates S3 buckets on a moto server with plain CreateBucket calls, retrying while
+/// a just-started moto still refuses them.
 fn create_buckets(moto: &fargo_testkit::Moto, buckets: &[&str]) {
-    let calls: Vec<String> = buckets
-        .iter()
-        .map(|b| {
-            format!(
-                "u.urlopen(u.Request('{}/{b}', method='PUT')).read()",
-                moto.endpoint()
-            )
-        })
-        .collect();
+    let script = "import sys, time, urllib.request as u\n\
+        end = time.time() + 60\n\
+        for url in sys.argv[1:]:\n\
+        \x20   while True:\n\
+        \x20       try:\n\
+        \x20           u.urlopen(u.Request(url, method='PUT')).read()\n\
+        \x20           break\n\
+        \x20       except Exception:\n\
+        \x20           if time.time() > end:\n\
+        \x20               raise\n\
+        \x20           time.sleep(0.2)\n";
     let status = Command::new("python3")
-        .args([
-            "-c",
-            &format!("import urllib.request as u; {}", calls.join("; ")),
-        ])
+        .args(["-c", script])
+        .args(buckets.iter().map(|b| format!("{}/{b}", moto.endpoint())))
         .status()
         .unwrap();
     assert!(status.success());
