@@ -1,11 +1,7 @@
 //! The OTLP `LogsService` and `TraceService` receivers and the stats RPC.
 
-use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
@@ -21,9 +17,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use prost::Message;
-use tonic::body::Body;
 use tonic::codec::CompressionEncoding;
-use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 
 use crate::Error;
