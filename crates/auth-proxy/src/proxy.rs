@@ -450,15 +450,22 @@ async fn route_call(
 
     let stats = Arc::new(RequestStats::default());
     let max = state.config.server.max_message_bytes as u64;
-    let (give_back, replay) = tokio::sync::oneshot::channel();
-    // Kept to send the call again should its endpoint refuse it.
+    // With another endpoint to retry on, keep what it takes to send the call again
+    // (a one-endpoint cluster, the common sidecar case, pays nothing for it).
+    let (give_back, mut replay) = if route.cluster.endpoints().len() > 1 {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Some(tx), Some(rx))
+    } else {
+        (None, None)
+    };
     let method = parts.method.clone();
-    let headers = parts.headers.clone();
-    let mut upstream_req = Request::from_parts(
-        parts,
-        RequestBody::new(body, max, stats.clone(), Some(give_back)),
-    );
-    let mut replay = Some(replay);
+    let headers = if replay.is_some() {
+        parts.headers.clone()
+    } else {
+        HeaderMap::new()
+    };
+    let mut upstream_req =
+        Request::from_parts(parts, RequestBody::new(body, max, stats.clone(), give_back));
     let (mut ep, mut flight) = (ep, flight);
     let deadline = tokio::time::Instant::now() + head_limit;
     let resp = loop {
