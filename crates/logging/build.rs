@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("proto");
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("proto");
     let file = "fargo/logging/v1/stats.proto";
     println!("cargo:rerun-if-changed={}", root.join(file).display());
     let fds = protox::compile([file], [&root])?;
