@@ -35,7 +35,10 @@ type UpstreamClient = Client<HttpConnector, RequestBody<Incoming>>;
 /// health and reflection services.
 pub struct Shared {
     state: RwLock<Arc<State>>,
-    client: UpstreamClient,
+    /// One h2 connection is driven by one task at each end, so a single shared connection
+    /// caps a busy proxy at about one core; a client (and so a connection) per core doesn't.
+    clients: Box<[UpstreamClient]>,
+    next_client: std::sync::atomic::AtomicUsize,
     /// Health and reflection; reflection is rebuilt as upstreams and routes change.
     local: RwLock<tonic::service::Routes>,
     /// Wakes the reflection task after a reload.
@@ -56,16 +59,22 @@ impl Shared {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(Duration::from_secs(2)));
         http.enforce_http(true);
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .http2_only(true)
-            .timer(hyper_util::rt::TokioTimer::new())
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .http2_initial_stream_window_size(1 << 20)
-            .http2_initial_connection_window_size(4 << 20)
-            .build(http);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let clients = (0..cores)
+            .map(|_| {
+                Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .http2_only(true)
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .http2_keep_alive_interval(Duration::from_secs(30))
+                    .http2_initial_stream_window_size(1 << 20)
+                    .http2_initial_connection_window_size(4 << 20)
+                    .build(http.clone())
+            })
+            .collect();
         Self {
             state: RwLock::new(Arc::new(state)),
-            client,
+            clients,
+            next_client: std::sync::atomic::AtomicUsize::new(0),
             local: RwLock::new(local),
             reloaded: tokio::sync::Notify::new(),
             health,
@@ -84,6 +93,11 @@ impl Shared {
 
     pub fn set_local(&self, routes: tonic::service::Routes) {
         *self.local.write().unwrap_or_else(|e| e.into_inner()) = routes;
+    }
+
+    fn client(&self) -> &UpstreamClient {
+        let i = self.next_client.fetch_add(1, Ordering::Relaxed);
+        &self.clients[i % self.clients.len()]
     }
 
     fn local(&self) -> tonic::service::Routes {
@@ -305,14 +319,14 @@ fn rate_limit(
     route: Option<&Route>,
     who: Option<&Principal>,
 ) -> Result<(), ProxyError> {
-    use governor::clock::{Clock, DefaultClock};
-    let clock = DefaultClock::default();
+    // The limiters' own clocks: building a clock calibrates it, far too slow per call.
+    use governor::clock::Clock;
     if let (Some(l), Some(p)) = (&state.principal_limiter, who)
         && let Err(nu) = l.check_key(&p.name)
     {
         return Err(ProxyError::RateLimited {
             scope: "this caller",
-            retry_after: nu.wait_time_from(clock.now()),
+            retry_after: nu.wait_time_from(l.clock().now()),
         });
     }
     if let Some(l) = route.and_then(|r| r.limiter.as_ref())
@@ -320,7 +334,7 @@ fn rate_limit(
     {
         return Err(ProxyError::RateLimited {
             scope: "this route",
-            retry_after: nu.wait_time_from(clock.now()),
+            retry_after: nu.wait_time_from(l.clock().now()),
         });
     }
     Ok(())
@@ -469,7 +483,7 @@ async fn route_call(
     let (mut ep, mut flight) = (ep, flight);
     let deadline = tokio::time::Instant::now() + head_limit;
     let resp = loop {
-        let sent = tokio::time::timeout_at(deadline, shared.client.request(upstream_req))
+        let sent = tokio::time::timeout_at(deadline, shared.client().request(upstream_req))
             .instrument(span.clone())
             .await;
         let e = match sent {
