@@ -62,7 +62,7 @@ fn up_runs_the_assembly_refuses_a_second_copy_and_stops_cleanly() {
     let data = tempfile::tempdir().unwrap();
     let mut first = fargo_up(data.path());
     let out = lines(first.stdout.take().unwrap());
-    let _err = lines(first.stderr.take().unwrap());
+    let stderr = lines(first.stderr.take().unwrap());
 
     // The banner comes once every container is healthy.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -77,7 +77,10 @@ fn up_runs_the_assembly_refuses_a_second_copy_and_stops_cleanly() {
             }
         }
         if let Some(s) = first.try_wait().unwrap() {
-            panic!("fargo up exited early: {s}");
+            // Usually a port of the assembly held by something else; its message says which.
+            std::thread::sleep(Duration::from_millis(200));
+            let said: Vec<String> = stderr.try_iter().collect();
+            panic!("fargo up exited early: {s}; stderr: {said:#?}");
         }
     }
     assert_eq!(banner.len(), 2, "no banner from fargo up");
