@@ -7,7 +7,7 @@ use fargo_proto::coinvalue::v1 as pb;
 use fargo_proto::coinvalue::v1::coin_value_service_server::{
     CoinValueService, CoinValueServiceServer,
 };
-use fargo_runtime::storage::{Storage, StorageError};
+use fargo_runtime::storage::Storage;
 use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
 
@@ -21,17 +21,7 @@ impl From<Error> for Status {
                 Status::invalid_argument(msg)
             }
             Error::TooLarge(_) => Status::resource_exhausted(msg),
-            Error::Storage(e) => match e {
-                StorageError::NotFound { .. } => Status::not_found(msg),
-                StorageError::InvalidUri { .. } | StorageError::Unsupported { .. } => {
-                    Status::invalid_argument(msg)
-                }
-                StorageError::TooLarge { .. } => Status::resource_exhausted(msg),
-                StorageError::RangeOutside { .. } => Status::out_of_range(msg),
-                StorageError::PermissionDenied { .. } => Status::permission_denied(msg),
-                // The store failed or could not be reached: worth retrying.
-                StorageError::Backend { .. } => Status::unavailable(msg),
-            },
+            Error::Storage(e) => Status::new(e.code(), msg),
             Error::Internal(_) | Error::Serve(_) => Status::internal(msg),
         }
     }

@@ -42,6 +42,19 @@ pub enum StorageError {
 }
 
 impl StorageError {
+    /// The gRPC code for this error, the same in every service that reads or writes a URI.
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            Self::NotFound { .. } => tonic::Code::NotFound,
+            Self::InvalidUri { .. } | Self::Unsupported { .. } => tonic::Code::InvalidArgument,
+            Self::TooLarge { .. } => tonic::Code::ResourceExhausted,
+            Self::RangeOutside { .. } => tonic::Code::OutOfRange,
+            Self::PermissionDenied { .. } => tonic::Code::PermissionDenied,
+            // The store failed or could not be reached: worth retrying.
+            Self::Backend { .. } => tonic::Code::Unavailable,
+        }
+    }
+
     fn from_store(uri: &str, e: object_store::Error) -> Self {
         let uri = uri.to_owned();
         match e {

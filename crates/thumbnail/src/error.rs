@@ -34,17 +34,7 @@ impl ThumbError {
                 EngineError::Cancelled => Code::Cancelled,
                 EngineError::Internal { .. } => Code::Internal,
             },
-            Self::Storage(e) => match e {
-                StorageError::NotFound { .. } => Code::NotFound,
-                StorageError::InvalidUri { .. } | StorageError::Unsupported { .. } => {
-                    Code::InvalidArgument
-                }
-                StorageError::TooLarge { .. } | StorageError::RangeOutside { .. } => {
-                    Code::OutOfRange
-                }
-                StorageError::PermissionDenied { .. } => Code::PermissionDenied,
-                StorageError::Backend { .. } => Code::Unavailable,
-            },
+            Self::Storage(e) => e.code(),
             Self::Internal(_) => Code::Internal,
         }
     }
