@@ -328,6 +328,9 @@ fn on_demand_job(jobs: &Path, video: &Path) -> Result<String, String> {
         .arg("-o")
         .arg(&output)
         .args(["--backend", "docker", "--interval", "500ms"])
+        // Sized like the Fargate task: the job task definition's cpu and memory.
+        .arg("--job-taskdef")
+        .arg(fargo_docker_e2e::repo_root().join("taskdefs/thumbnail-job.json"))
         .stdout(std::fs::File::create(&log).map_err(|e| e.to_string())?)
         .stderr(std::fs::File::create(jobs.join("watch.err")).map_err(|e| e.to_string())?)
         .spawn()

@@ -57,6 +57,10 @@ pub struct WatchArgs {
     /// builds and docker-compose.yml runs].
     #[arg(long)]
     pub image: Option<String>,
+    /// Docker backend: the job's task definition, whose task-level cpu and memory become
+    /// each container's limits, as Fargate would size the task (none when it is absent).
+    #[arg(long, default_value = "taskdefs/thumbnail-job.json")]
+    pub job_taskdef: PathBuf,
     /// ECS backend: cluster, task definition (family[:revision] or ARN), container name.
     #[arg(long, default_value = "default")]
     pub cluster: String,
@@ -109,9 +113,20 @@ async fn launcher(args: &WatchArgs) -> anyhow::Result<Launcher> {
                 .image
                 .clone()
                 .unwrap_or_else(|| crate::cmd::compose::local_image("thumbnail"));
+            let limits = if args.job_taskdef.exists() {
+                let td = crate::taskdef::TaskDefinition::load(&args.job_taskdef)?;
+                invoker::docker::Limits::of_taskdef(&td)
+            } else {
+                eprintln!(
+                    "fargo watch: {} not found: job containers run without cpu or memory limits",
+                    args.job_taskdef.display()
+                );
+                invoker::docker::Limits::default()
+            };
             Launcher::Docker(
                 invoker::docker::DockerLauncher::connect(image, vec!["job".into()], env)?
-                    .with_host_folders(&args.input, &args.output)?,
+                    .with_host_folders(&args.input, &args.output)?
+                    .with_limits(limits),
             )
         }
         Backend::Ecs => {

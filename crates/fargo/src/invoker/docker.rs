@@ -63,6 +63,28 @@ pub struct DockerLauncher {
     pub output: Option<HostFolder>,
     /// `uid:gid` the job runs as; None keeps the image's non-root user (10001).
     pub user: Option<String>,
+    /// What Fargate would give the job: its task definition's cpu and memory.
+    pub limits: Limits,
+}
+
+/// A job container's CPU and memory caps, in the task definition's units.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Limits {
+    /// ECS CPU units: 1024 is one vCPU.
+    pub cpu_units: Option<u64>,
+    pub memory_mib: Option<u64>,
+}
+
+impl Limits {
+    /// The task-level `cpu` and `memory` of an ECS task definition (strings, as ECS
+    /// takes them); a value that is absent or not a plain number leaves that cap off.
+    pub fn of_taskdef(td: &crate::taskdef::TaskDefinition) -> Self {
+        let num = |v: &Option<String>| v.as_deref().and_then(|s| s.trim().parse().ok());
+        Self {
+            cpu_units: num(&td.cpu),
+            memory_mib: num(&td.memory),
+        }
+    }
 }
 
 impl DockerLauncher {
@@ -81,6 +103,7 @@ impl DockerLauncher {
             input: None,
             output: None,
             user: None,
+            limits: Limits::default(),
         })
     }
 
@@ -117,6 +140,11 @@ impl DockerLauncher {
             });
         }
         Ok(self)
+    }
+
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The job's environment contract with host paths replaced by their container paths.
@@ -168,6 +196,13 @@ impl DockerLauncher {
                 mounts: Some(mounts),
                 // As the job task definition has it (readonlyRootFilesystem).
                 readonly_rootfs: Some(true),
+                nano_cpus: self
+                    .limits
+                    .cpu_units
+                    .map(|u| (u * 1_000_000_000 / 1024) as i64),
+                // Swap equal to memory: no swap, so an oversized frame fails as on Fargate.
+                memory: self.limits.memory_mib.map(|m| (m << 20) as i64),
+                memory_swap: self.limits.memory_mib.map(|m| (m << 20) as i64),
                 ..Default::default()
             }),
             ..Default::default()
@@ -287,5 +322,39 @@ mod tests {
         );
         assert_eq!(m.translate("/elsewhere/clip.mp4"), None);
         assert_eq!(m.translate("s3://bucket/clip.mp4"), None);
+    }
+
+    #[tokio::test]
+    async fn the_job_taskdef_sizes_the_container() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../taskdefs/thumbnail-job.json");
+        let td = crate::taskdef::TaskDefinition::load(&path).unwrap();
+        let limits = Limits::of_taskdef(&td);
+        assert_eq!(
+            limits.cpu_units,
+            td.cpu.as_deref().and_then(|s| s.parse().ok())
+        );
+        assert!(limits.cpu_units.is_some() && limits.memory_mib.is_some());
+        // No engine is contacted until a job runs, so this needs no Docker.
+        let launcher = DockerLauncher::connect("img".into(), vec![], vec![])
+            .unwrap()
+            .with_limits(Limits {
+                cpu_units: Some(1024),
+                memory_mib: Some(2048),
+            });
+        let spec = JobSpec {
+            input_uri: "/in/a.mp4".into(),
+            position: "1".into(),
+            output_dir: "/out".into(),
+            output_name: "a.png".into(),
+            token: "0123456789abcdef0123".into(),
+        };
+        let host = launcher.body(&spec).host_config.unwrap();
+        assert_eq!(host.nano_cpus, Some(1_000_000_000));
+        assert_eq!(host.memory, Some(2048 << 20));
+        assert_eq!(host.memory_swap, host.memory);
+        let unlimited = DockerLauncher::connect("img".into(), vec![], vec![]).unwrap();
+        let host = unlimited.body(&spec).host_config.unwrap();
+        assert_eq!((host.nano_cpus, host.memory), (None, None));
     }
 }
