@@ -6,29 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn make_video(path: &Path, seconds: u32) {
-    let s = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-        ])
-        .arg(format!("testsrc2=size=160x120:rate=25:duration={seconds}"))
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .arg(path)
-        .status()
-        .expect("ffmpeg CLI missing: apt-get install ffmpeg");
-    assert!(s.success());
+    fargo_testkit::h264_clip(path, "160x120", seconds, 250).unwrap();
 }
 
 fn watch_once(input: &Path, output: &Path, state: &Path) -> (i32, String, String) {

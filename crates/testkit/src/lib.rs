@@ -29,6 +29,46 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> bool {
     false
 }
 
+/// Runs the system's `ffmpeg` CLI quietly, overwriting outputs; the error carries its stderr.
+pub fn ffmpeg(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .output()
+        .map_err(|e| format!("ffmpeg CLI not found ({e}): apt-get install ffmpeg"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ffmpeg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A small H.264/MP4 test clip: ffmpeg's `testsrc2` pattern (it moves, so every frame
+/// differs), `size` as "WxH", 25 frames/s, a keyframe every `gop` frames.
+pub fn h264_clip(path: &std::path::Path, size: &str, seconds: u32, gop: u32) -> Result<(), String> {
+    let src = format!("testsrc2=size={size}:rate=25:duration={seconds}");
+    let gop = gop.to_string();
+    let path = path.to_string_lossy();
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &src,
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-g",
+        &gop,
+        "-pix_fmt",
+        "yuv420p",
+        &path,
+    ])
+}
+
 /// A `moto` AWS-compatible server (`pip install 'moto[server]'`) on a free loopback port.
 pub struct Moto {
     child: Child,

@@ -75,36 +75,6 @@ fn authed<T>(msg: T) -> tonic::Request<T> {
     req
 }
 
-/// A 2-second 320x240 H.264 MP4 made by the system's ffmpeg CLI.
-fn make_video(path: &Path) -> Result<(), String> {
-    let out = run(Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=duration=2:size=320x240:rate=25",
-            "-pix_fmt",
-            "yuv420p",
-            "-c:v",
-            "libx264",
-            "-g",
-            "25",
-        ])
-        .arg(path))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ffmpeg failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
-}
-
 async fn thumbnail_call(channel: Channel, video: &[u8]) -> Result<String, String> {
     let mut chunks = vec![UploadChunk {
         options: Some(ExtractOptions {
@@ -514,7 +484,7 @@ fn assembly_under_compose() {
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o777)).unwrap();
     }
     let video = data.path().join("in/clip.mp4");
-    make_video(&video).unwrap();
+    fargo_testkit::h264_clip(&video, "320x240", 2, 25).unwrap();
     let video_bytes = std::fs::read(&video).unwrap();
 
     let port = fargo_testkit::free_port();
