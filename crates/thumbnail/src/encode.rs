@@ -1,5 +1,9 @@
-//! RGB24 frames to PNG, JPEG or WebP with FFmpeg's own encoders (the CLI's PNG
-//! encoder, so a PNG here is what `ffmpeg ... out.png` writes for the same pixels).
+//! RGB24 frames to PNG, JPEG or WebP. JPEG and WebP with FFmpeg's encoders, as the
+//! CLI writes them. PNG with the `png` crate: row filters chosen per row and its fast
+//! deflate (fdeflate) instead of FFmpeg's encoder (no filter, zlib level 6). The pixels
+//! are the same; measured on 720p frames (benches/thumbnail.rs) the encode is ~10x
+//! faster and the files were smaller than the CLI's on camera and animation frames
+//! (about 20-30%) and on the synthetic test pattern (8%).
 
 use ff::format::Pixel;
 use ff::software::scaling;
@@ -53,7 +57,7 @@ pub fn encode(rgb: &frame::Video, format: ImageFormat, quality: u8) -> Result<Ve
         quality.min(100)
     };
     let (codec, pix) = match format {
-        ImageFormat::Png => (ff::encoder::find(codec::Id::PNG), Pixel::RGB24),
+        ImageFormat::Png => return encode_png(rgb),
         ImageFormat::Jpeg => (ff::encoder::find(codec::Id::MJPEG), Pixel::YUVJ420P),
         ImageFormat::Webp => (ff::encoder::find_by_name("libwebp"), Pixel::YUV420P),
     };
@@ -93,7 +97,7 @@ pub fn encode(rgb: &frame::Video, format: ImageFormat, quality: u8) -> Result<Ve
     enc.set_time_base((1, 25));
     let mut opts = ff::Dictionary::new();
     match format {
-        ImageFormat::Png => {}
+        ImageFormat::Png => return Err("PNG is not encoded by FFmpeg here".into()),
         ImageFormat::Jpeg => {
             // Quality 100..1 maps onto MJPEG's qscale 2..31 (lower is better), as `-q:v` takes it.
             enc.set_flags(codec::Flags::QSCALE);
@@ -126,6 +130,88 @@ pub fn encode(rgb: &frame::Video, format: ImageFormat, quality: u8) -> Result<Ve
         return Err("the encoder produced no data".into());
     }
     Ok(out)
+}
+
+/// An RGB24 frame as PNG, with the colour chunks FFmpeg's encoder derives from the
+/// frame (sRGB, cHRM, gAMA), so viewers treat it alike.
+fn encode_png(rgb: &frame::Video) -> Result<Vec<u8>, String> {
+    if rgb.format() != Pixel::RGB24 {
+        return Err(format!("PNG wants RGB24, got {:?}", rgb.format()));
+    }
+    let (w, h) = (rgb.width(), rgb.height());
+    let row = w as usize * 3;
+    let stride = rgb.stride(0);
+    let data = rgb.data(0);
+    let packed;
+    let pixels = if stride == row {
+        &data[..row * h as usize]
+    } else {
+        packed = data
+            .chunks(stride)
+            .take(h as usize)
+            .flat_map(|r| &r[..row])
+            .copied()
+            .collect::<Vec<u8>>();
+        &packed[..]
+    };
+    let mut out = Vec::with_capacity(row * h as usize / 4);
+    let mut enc = png::Encoder::new(&mut out, w, h);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.set_compression(png::Compression::Fast);
+    enc.set_filter(png::Filter::Adaptive);
+    use ff::color::{Primaries, TransferCharacteristic as Trc};
+    let (prim, trc) = (rgb.color_primaries(), rgb.color_transfer_characteristic());
+    if prim == Primaries::BT709 && trc == Trc::IEC61966_2_1 {
+        enc.set_source_srgb(png::SrgbRenderingIntent::RelativeColorimetric);
+    }
+    if let Some(c) = chromaticities(prim) {
+        enc.set_source_chromaticities(c);
+    }
+    // avpriv_get_gamma_from_trc's table; gAMA holds 1/gamma.
+    let gamma: Option<f64> = match trc {
+        Trc::BT709
+        | Trc::SMPTE170M
+        | Trc::SMPTE240M
+        | Trc::BT1361_ECG
+        | Trc::BT2020_10
+        | Trc::BT2020_12 => Some(1.961),
+        Trc::GAMMA22 | Trc::IEC61966_2_1 => Some(2.2),
+        Trc::GAMMA28 => Some(2.8),
+        Trc::Linear => Some(1.0),
+        _ => None,
+    };
+    if let Some(g) = gamma {
+        enc.set_source_gamma(png::ScaledFloat::from_scaled(
+            (100_000.0 / g).round_ties_even() as u32,
+        ));
+    }
+    let mut writer = enc.write_header().map_err(|e| format!("PNG: {e}"))?;
+    writer
+        .write_image_data(pixels)
+        .map_err(|e| format!("PNG: {e}"))?;
+    writer.finish().map_err(|e| format!("PNG: {e}"))?;
+    Ok(out)
+}
+
+/// pngenc's cHRM values for the frame's primaries.
+fn chromaticities(p: ff::color::Primaries) -> Option<png::SourceChromaticities> {
+    use ff::color::Primaries as P;
+    let d65 = (0.3127, 0.3290);
+    let (white, r, g, b) = match p {
+        P::BT709 => (d65, (0.640, 0.330), (0.300, 0.600), (0.150, 0.060)),
+        P::BT470M => (
+            (0.310, 0.316),
+            (0.670, 0.330),
+            (0.210, 0.710),
+            (0.140, 0.080),
+        ),
+        P::BT470BG => (d65, (0.640, 0.330), (0.290, 0.600), (0.150, 0.060)),
+        P::SMPTE170M | P::SMPTE240M => (d65, (0.630, 0.340), (0.310, 0.595), (0.155, 0.070)),
+        P::BT2020 => (d65, (0.708, 0.292), (0.170, 0.797), (0.131, 0.046)),
+        _ => return None,
+    };
+    Some(png::SourceChromaticities::new(white, r, g, b))
 }
 
 const QP2LAMBDA: u32 = 118;

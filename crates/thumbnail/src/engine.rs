@@ -3,16 +3,18 @@
 //! write, rotate as the display matrix says, scale, encode. Blocking: callers run it on
 //! a blocking thread and bound how many run at once.
 //!
-//! Frames go through a libavfilter graph built like the CLI's (autorotate filters, then
-//! `scale` with bicubic, output RGB24), so the pixels match the CLI's for the same size.
+//! Frames go to RGB24 the way the CLI's filter graph takes them (autorotate, then
+//! `scale` with bicubic; see [`crate::convert`]), so the pixels match the CLI's for
+//! the same size.
 
 use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use ff::format::Pixel;
-use ff::{Rational, codec, filter, format, frame, media};
+use ff::{Rational, codec, format, frame, media};
 use ffmpeg_next as ff;
 
+use crate::convert::{Converter, Orient};
 use crate::encode::{self, ImageFormat};
 use crate::position::Position;
 
@@ -444,17 +446,14 @@ pub fn extract(
     }
     items.sort_by_key(|(us, _)| *us);
 
+    let orient = Orient::from_display(&src.display);
     let chains = Chains {
-        main: chain(&src.display, req.size),
-        tile: req.sprite.map(|sp| {
-            chain(
-                &src.display,
-                Size {
-                    width: sp.tile_width,
-                    height: 0,
-                    fit: Fit::Contain,
-                },
-            )
+        orient,
+        main: req.size,
+        tile: req.sprite.map(|sp| Size {
+            width: sp.tile_width,
+            height: 0,
+            fit: Fit::Contain,
         }),
     };
     let threads = frame_threads(&src, &items, req.mode, limits.decoder_threads);
@@ -508,10 +507,11 @@ pub fn extract(
     })
 }
 
-/// The filter chains for thumbnails and for sprite tiles.
+/// How frames become thumbnails and sprite tiles.
 struct Chains {
-    main: String,
-    tile: Option<String>,
+    orient: Orient,
+    main: Size,
+    tile: Option<Size>,
 }
 
 /// What one decoder produced: thumbnails and tiles by their index in the request.
@@ -601,8 +601,8 @@ fn decode(
         skipping: false,
     };
     let mut out = Decoded::default();
-    let mut main_graph: Option<Pipeline> = None;
-    let mut tile_graph: Option<Pipeline> = None;
+    let mut main_conv = Converter::new(chains.orient, chains.main);
+    let mut tile_conv = Converter::new(chains.orient, chains.tile.unwrap_or_default());
     let mut picked: Option<Picked> = None;
 
     for (&(us, target), &seek_us) in items.iter().zip(&seek_for) {
@@ -638,9 +638,7 @@ fn decode(
                     name,
                     want,
                     limits.representative_scan,
-                    &mut main_graph,
-                    &chains.main,
-                    tb,
+                    &mut main_conv,
                 )?,
             };
             let Some(frame) = frame else {
@@ -686,7 +684,7 @@ fn decode(
         check_size(name, p.frame.width(), p.frame.height(), limits)?;
         match target {
             Target::Thumb(i) => {
-                let rgb = Pipeline::run(&mut main_graph, &chains.main, &p.frame, tb, name)?;
+                let rgb = main_conv.run(&p.frame).map_err(|r| internal(name, r))?;
                 check_output(name, &rgb, limits)?;
                 let image = encode::encode(&rgb, req.format, req.quality)
                     .map_err(|reason| internal(name, reason))?;
@@ -702,11 +700,8 @@ fn decode(
                 ));
             }
             Target::Tile(j) => {
-                let chain = chains.tile.as_deref().unwrap_or("null");
-                out.tiles.push((
-                    j,
-                    Pipeline::run(&mut tile_graph, chain, &p.frame, tb, name)?,
-                ));
+                let tile = tile_conv.run(&p.frame).map_err(|r| internal(name, r))?;
+                out.tiles.push((j, tile));
             }
         }
     }
@@ -935,9 +930,7 @@ impl Session<'_> {
         name: &str,
         want: i64,
         scan: u32,
-        graph: &mut Option<Pipeline>,
-        chain: &str,
-        tb: Rational,
+        conv: &mut Converter,
     ) -> Result<Option<Picked>, EngineError> {
         let Some(first) = self.frame_at(name, want)? else {
             return Ok(None);
@@ -948,7 +941,7 @@ impl Session<'_> {
         while let Some(p) = cur.take() {
             // Sample every third frame: neighbours are near copies.
             if seen.is_multiple_of(3) {
-                let rgb = Pipeline::run(graph, chain, &p.frame, tb, name)?;
+                let rgb = conv.run(&p.frame).map_err(|r| internal(name, r))?;
                 let (mean, sd) = luma_stats(&rgb);
                 if sd >= UNIFORM_SD && (BLACK_MEAN..=WHITE_MEAN).contains(&mean) {
                     return Ok(Some(p));
@@ -997,161 +990,6 @@ pub fn luma_stats(rgb: &frame::Video) -> (f64, f64) {
 }
 
 const EAGAIN: i32 = 11;
-
-/// A filter graph from decoded frames to RGB24, rebuilt when the input changes shape.
-struct Pipeline {
-    graph: filter::Graph,
-    key: (u32, u32, Pixel),
-}
-
-impl Pipeline {
-    fn run(
-        slot: &mut Option<Pipeline>,
-        chain: &str,
-        frame: &frame::Video,
-        tb: Rational,
-        name: &str,
-    ) -> Result<frame::Video, EngineError> {
-        let key = (frame.width(), frame.height(), frame.format());
-        if slot.as_ref().is_none_or(|p| p.key != key) {
-            *slot = Some(Pipeline {
-                graph: build_graph(frame, tb, chain).map_err(|e| {
-                    internal(
-                        name,
-                        format!(
-                            "cannot build the filter graph `{chain}` for a {}x{} {:?} frame: {e}",
-                            frame.width(),
-                            frame.height(),
-                            frame.format()
-                        ),
-                    )
-                })?,
-                key,
-            });
-        }
-        let Some(p) = slot.as_mut() else {
-            return Err(internal(name, "no filter graph".into()));
-        };
-        let fail = |e: ff::Error| internal(name, format!("filtering failed: {e}"));
-        p.graph
-            .get("in")
-            .ok_or_else(|| internal(name, "filter graph lost its input".into()))?
-            .source()
-            // The source takes the frame's buffers; hand it a new reference (no copy)
-            // so a frame picked for several positions stays whole.
-            .add(&frame.clone())
-            .map_err(fail)?;
-        let mut out = frame::Video::empty();
-        p.graph
-            .get("out")
-            .ok_or_else(|| internal(name, "filter graph lost its output".into()))?
-            .sink()
-            .frame(&mut out)
-            .map_err(fail)?;
-        Ok(out)
-    }
-}
-
-fn build_graph(
-    frame: &frame::Video,
-    tb: Rational,
-    chain: &str,
-) -> Result<filter::Graph, ff::Error> {
-    let mut g = filter::Graph::new();
-    let sar = frame.aspect_ratio();
-    let (sn, sd) = if sar.numerator() > 0 && sar.denominator() > 0 {
-        (sar.numerator(), sar.denominator())
-    } else {
-        (1, 1)
-    };
-    let pix: ff::ffi::AVPixelFormat = frame.format().into();
-    let args = format!(
-        "video_size={}x{}:pix_fmt={}:time_base={}/{}:pixel_aspect={sn}/{sd}",
-        frame.width(),
-        frame.height(),
-        pix as i32,
-        tb.numerator(),
-        tb.denominator().max(1),
-    );
-    let buffer = filter::find("buffer").ok_or(ff::Error::FilterNotFound)?;
-    let sink = filter::find("buffersink").ok_or(ff::Error::FilterNotFound)?;
-    g.add(&buffer, "in", &args)?;
-    let mut out = g.add(&sink, "out", "")?;
-    out.set_pixel_format(Pixel::RGB24);
-    g.output("in", 0)?.input("out", 0)?.parse(chain)?;
-    g.validate()?;
-    Ok(g)
-}
-
-/// The filters the `ffmpeg` CLI inserts for a display matrix (its `autorotate`), then
-/// the scale for `size`; bicubic, the CLI's default, so pixels match.
-fn chain(display: &Option<[i32; 9]>, size: Size) -> String {
-    let mut parts: Vec<String> = rotation_filters(display);
-    let scale = match (size.width, size.height, size.fit) {
-        (0, 0, _) => "scale=flags=bicubic".to_owned(),
-        (w, 0, _) => format!("scale=w={w}:h=-1:flags=bicubic"),
-        (0, h, _) => format!("scale=w=-1:h={h}:flags=bicubic"),
-        (w, h, Fit::Contain) => {
-            format!("scale=w={w}:h={h}:force_original_aspect_ratio=decrease:flags=bicubic")
-        }
-        (w, h, Fit::Cover) => format!(
-            "scale=w={w}:h={h}:force_original_aspect_ratio=increase:flags=bicubic,crop=w={w}:h={h}"
-        ),
-    };
-    parts.push(scale);
-    parts.join(",")
-}
-
-/// FFmpeg 5.1's `get_rotation` and the filters `ffmpeg_filter.c` inserts for it.
-fn rotation_filters(display: &Option<[i32; 9]>) -> Vec<String> {
-    let Some(m) = display else {
-        return Vec::new();
-    };
-    let theta = rotation_degrees(m);
-    let mut out = Vec::new();
-    if (theta - 90.0).abs() < 1.0 {
-        out.push(
-            if m[3] > 0 {
-                "transpose=cclock_flip"
-            } else {
-                "transpose=clock"
-            }
-            .to_owned(),
-        );
-    } else if (theta - 180.0).abs() < 1.0 {
-        if m[0] < 0 {
-            out.push("hflip".to_owned());
-        }
-        if m[4] < 0 {
-            out.push("vflip".to_owned());
-        }
-    } else if (theta - 270.0).abs() < 1.0 {
-        out.push(
-            if m[3] < 0 {
-                "transpose=clock_flip"
-            } else {
-                "transpose=cclock"
-            }
-            .to_owned(),
-        );
-    } else if theta.abs() > 1.0 {
-        out.push(format!("rotate={}", theta.to_radians()));
-    } else if theta.abs() < 1.0 && m[4] < 0 {
-        out.push("vflip".to_owned());
-    }
-    out
-}
-
-/// Clockwise rotation in degrees, 0..360, as `get_rotation` computes it.
-fn rotation_degrees(m: &[i32; 9]) -> f64 {
-    let conv = |x: i32| f64::from(x) / 65536.0;
-    let s0 = conv(m[0]).hypot(conv(m[3]));
-    let s1 = conv(m[1]).hypot(conv(m[4]));
-    let rot = -(conv(m[1]) / s1).atan2(conv(m[0]) / s0).to_degrees();
-    let mut theta = -rot.round();
-    theta -= 360.0 * (theta / 360.0 + 0.9 / 360.0).floor();
-    theta
-}
 
 fn display_matrix(stream: &format::stream::Stream<'_>) -> Option<[i32; 9]> {
     stream
@@ -1282,18 +1120,6 @@ use raw::{SeekToPts, dimensions, has_video_delay, index_keyframe_before, start_t
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rotation_matches_the_cli() {
-        // av_display_rotation_set(m, 90) as written by `-display_rotation 90` / phones.
-        let m90 = [0, -65536, 0, 65536, 0, 0, 0, 0, 1 << 30];
-        assert_eq!(rotation_degrees(&m90), 270.0);
-        assert_eq!(rotation_filters(&Some(m90)), vec!["transpose=cclock"]);
-        let m270 = [0, 65536, 0, -65536, 0, 0, 0, 0, 1 << 30];
-        assert_eq!(rotation_filters(&Some(m270)), vec!["transpose=clock"]);
-        let id = [65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30];
-        assert!(rotation_filters(&Some(id)).is_empty());
-    }
 
     #[test]
     fn rescale_rounds_like_ffmpeg() {

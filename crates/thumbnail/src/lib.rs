@@ -3,6 +3,7 @@
 //! engine that links the FFmpeg libraries.
 
 pub mod cli;
+mod convert;
 pub mod encode;
 pub mod engine;
 mod error;

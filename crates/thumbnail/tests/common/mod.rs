@@ -12,7 +12,7 @@ pub struct Fixtures {
     pub root: PathBuf,
 }
 
-fn ffmpeg(args: &[&str]) {
+pub fn ffmpeg(args: &[&str]) {
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
         .args(args)
