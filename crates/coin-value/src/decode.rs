@@ -16,7 +16,9 @@ pub struct DecodeLimits {
     pub max_pixels: u64,
     /// Largest side accepted.
     pub max_side: u32,
-    /// Working pictures are reduced until their long side is at most this.
+    /// Long side of the working picture the detector sees: JPEGs are decoded at the
+    /// coarsest DCT scale whose long side is within a tenth of it (1/8 for a 12 MP
+    /// photo), anything still larger is resized down to it.
     pub work_side: u32,
 }
 
@@ -25,7 +27,7 @@ impl Default for DecodeLimits {
         Self {
             max_pixels: 64_000_000,
             max_side: 16_384,
-            work_side: 1_280,
+            work_side: 512,
         }
     }
 }
@@ -43,7 +45,7 @@ pub struct Decoded {
 }
 
 /// Decodes `bytes` (JPEG, PNG or WebP) to a working picture whose long side is at most
-/// `limits.work_side` (and at least half of it when the original is that large).
+/// `limits.work_side` (and at least nine tenths of it when the original is that large).
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<Decoded, Error> {
     if bytes.is_empty() {
         return Err(Error::NotAnImage("the request holds no image bytes".into()));
@@ -122,9 +124,10 @@ fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<Raw, Error> {
         .ok_or_else(|| Error::Corrupt("the JPEG has no frame header".into()))?;
     let (w, h) = (u32::from(info.width), u32::from(info.height));
     check_size(w, h, limits)?;
-    // The smallest IDCT scale whose output still has a long side >= half the working side.
+    // The coarsest IDCT scale whose output still has a long side near the working side:
+    // the entropy decoding costs the same at every scale, the rest scales with the output.
     let long = w.max(h);
-    let want = (limits.work_side / 2).max(1);
+    let want = (limits.work_side - limits.work_side / 10).max(1);
     let mut denom = 8;
     while denom > 1 && long / denom < want {
         denom /= 2;
