@@ -56,39 +56,32 @@ struct Planes {
 }
 
 impl Planes {
-    fn from_rgb(img: &RgbImage) -> Self {
+    /// The picture's three planes blurred by a Gaussian in floats (edges clamped), as
+    /// whole-row multiply-adds the compiler vectorises; read straight from the 8-bit
+    /// picture so no unblurred float copy is made.
+    fn blurred(img: &RgbImage, sigma: f32) -> Self {
         let (w, h) = (img.width() as usize, img.height() as usize);
-        let mut c = [vec![0f32; w * h], vec![0f32; w * h], vec![0f32; w * h]];
-        for (i, p) in img.as_raw().chunks_exact(3).enumerate() {
-            for k in 0..3 {
-                c[k][i] = f32::from(p[k]);
-            }
-        }
-        Self { w, h, c }
-    }
-
-    /// Separable Gaussian blur of every plane in floats (edges clamped), as whole-row
-    /// multiply-adds the compiler vectorises.
-    fn blurred(&self, sigma: f32) -> Self {
         let r = (2.0 * sigma).ceil() as usize;
         let mut k: Vec<f32> = (0..=2 * r)
             .map(|i| {
                 let x = i as f32 - r as f32;
-                (-x * x / (2.0 * sigma * sigma)).exp()
+                (-x * x / (2.0 * sigma * sigma).max(1e-6)).exp()
             })
             .collect();
         let sum: f32 = k.iter().sum();
         k.iter_mut().for_each(|x| *x /= sum);
-        let (w, h) = (self.w, self.h);
+        let src = img.as_raw();
         let mut pad = vec![0f32; w + 2 * r];
         let mut tmp = vec![0f32; w * h];
         let c = std::array::from_fn(|ch| {
-            let src = &self.c[ch];
             for y in 0..h {
-                let row = &src[y * w..(y + 1) * w];
-                pad[..r].fill(row[0]);
-                pad[r..r + w].copy_from_slice(row);
-                pad[r + w..].fill(row[w - 1]);
+                let row = &src[y * w * 3..(y + 1) * w * 3];
+                for (p, v) in pad[r..r + w].iter_mut().zip(row.iter().skip(ch).step_by(3)) {
+                    *p = f32::from(*v);
+                }
+                let (first, last) = (pad[r], pad[r + w - 1]);
+                pad[..r].fill(first);
+                pad[r + w..].fill(last);
                 let acc = &mut tmp[y * w..(y + 1) * w];
                 acc.fill(0.0);
                 for (t, &kt) in k.iter().enumerate() {
@@ -140,15 +133,13 @@ pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
     if w < 8 || h < 8 {
         return Vec::new();
     }
-    let raw = Planes::from_rgb(img);
-    let planes = raw.blurred(1.0);
+    let planes = Planes::blurred(img, 1.0);
     let long = w.max(h) as f64;
     // The score is taken on a softer copy: coins are tens of pixels wide, table texture
     // (speckled stone, weave) a few, so averaging lowers the noise far more than the signal.
     // At the working size the two blurs are the same and one serves both.
     let soft_sigma = (long / 500.0).max(1.0) as f32;
-    let soft = (soft_sigma > 1.2).then(|| raw.blurred(soft_sigma));
-    drop(raw);
+    let soft = (soft_sigma > 1.2).then(|| Planes::blurred(img, soft_sigma));
     let score = score(soft.as_ref().unwrap_or(&planes));
     let min_r = (params.min_radius_frac * long).max(4.0);
 

@@ -87,8 +87,16 @@ impl Denomination {
     }
 }
 
-/// Relative size error (log) of one measured diameter.
-const SIGMA: f64 = 0.025;
+/// Relative size error (log) of one measured diameter, whatever its size.
+const SIGMA: f64 = 0.02;
+/// Diameter error in working pixels: a rim is located to a fraction of a pixel, so
+/// small coins in the picture are relatively less certain than big ones.
+const SIGMA_PX: f64 = 0.8;
+
+/// Relative (log) error of a diameter of `d_px` working pixels.
+fn sigma_of(d_px: f64) -> f64 {
+    SIGMA.hypot(SIGMA_PX / d_px.max(1.0))
+}
 /// Cost past which a coin counts as "fits nothing" (~4.5 sigma).
 const OUTLIER: f64 = 10.0;
 
@@ -136,7 +144,7 @@ fn copper_probability(coins: &[Circle]) -> Vec<f64> {
 
 /// Cost of coin `d_px` (with copper probability `pc`) being `den` at scale `s`.
 fn cost(d_px: f64, pc: f64, den: Denomination, s: f64) -> f64 {
-    let e = (d_px / s / den.diameter_mm()).ln() / SIGMA;
+    let e = (d_px / s / den.diameter_mm()).ln() / sigma_of(d_px);
     let colour = match den.metal() {
         Metal::Copper => -pc.ln(),
         Metal::Silver => -(1.0 - pc).ln(),
@@ -200,8 +208,9 @@ pub fn value(coins: &[Circle], long_side: f64) -> Valuation {
             if let (c, Some(den)) = coin_cost(di, p, s)
                 && c < OUTLIER
             {
-                num += (di / den.diameter_mm()).ln();
-                n += 1.0;
+                let wt = sigma_of(di).powi(-2);
+                num += wt * (di / den.diameter_mm()).ln();
+                n += wt;
             }
         }
         if n == 0.0 {
