@@ -154,8 +154,22 @@ pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
 
     let seeds = seeds(&mask, min_r);
     let mut found: Vec<Circle> = Vec::new();
-    for (sx, sy, sr) in seeds {
-        let Some(c) = refine(&planes, &mask, &score, sx, sy, sr, params.rays, min_r) else {
+    for (i, &(sx, sy, sr)) in seeds.iter().enumerate() {
+        let others: Vec<(f64, f64, f64)> = seeds
+            .iter()
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .map(|(_, &o)| o)
+            .collect();
+        let Some(c) = refine(
+            &planes,
+            &mask,
+            &score,
+            (sx, sy, sr),
+            &others,
+            params.rays,
+            min_r,
+        ) else {
             continue;
         };
         // Two seeds of one coin refine to the same circle; keep the better supported.
@@ -796,6 +810,7 @@ fn ray_edges(
     hi: f64,
     rays: usize,
     inner: f32,
+    (rc, others): (f64, &[(f64, f64, f64)]),
 ) -> Vec<(f64, f64, f64)> {
     let step = 0.5;
     let n = ((hi - lo) / step).ceil() as usize + 3;
@@ -809,8 +824,23 @@ fn ray_edges(
         if far.0 < 1.0 || far.1 < 1.0 || far.0 > (p.w - 2) as f64 || far.1 > (p.h - 2) as f64 {
             continue;
         }
+        // A touching neighbour's far rim is often a stronger edge than the faint line
+        // where two coins meet: stop at the power-diagram boundary with each nearby
+        // seed (where the coins touch if the radii are right), a pixel past it.
+        let mut stop = f64::INFINITY;
+        for &(ox, oy, or) in others {
+            let (vx, vy) = (ox - cx, oy - cy);
+            let along = dx * vx + dy * vy;
+            let d2 = vx * vx + vy * vy;
+            if along > 0.0 && d2 > 1.0 && d2 < (2.0 * (rc + or)).powi(2) {
+                stop = stop.min((d2 + rc * rc - or * or) / (2.0 * along) + 1.0);
+            }
+        }
+        if stop < lo + 2.0 * step {
+            continue;
+        }
         for (j, v) in prof.iter_mut().enumerate() {
-            let t = lo - step + j as f64 * step;
+            let t = (lo - step + j as f64 * step).min(stop);
             *v = p.sample3(cx + dx * t, cy + dy * t);
         }
         let grad = |j: usize| -> f32 {
@@ -888,23 +918,22 @@ fn refine(
     p: &Planes,
     mask: &GrayImage,
     score: &[f32],
-    sx: f64,
-    sy: f64,
-    sr: f64,
+    (sx, sy, sr): (f64, f64, f64),
+    others: &[(f64, f64, f64)],
     rays: usize,
     min_r: f64,
 ) -> Option<Circle> {
     // Wide: a faint coin's seed may be a fragment of it.
-    let edges = ray_edges(p, (sx, sy), 0.5 * sr, 1.8 * sr, rays, 1.0);
+    let edges = ray_edges(p, (sx, sy), 0.5 * sr, 1.8 * sr, rays, 1.0, (sr, others));
     let ((cx, cy, r), _, _) = robust_fit(&edges)?;
     if !(0.5 * sr..=1.9 * sr).contains(&r) || (cx - sx).hypot(cy - sy) > 0.8 * sr {
         return None;
     }
     // Second pass centred on the first fit, in a narrow band, for accuracy.
-    let edges = ray_edges(p, (cx, cy), 0.8 * r, 1.2 * r, rays, INNER_EDGE);
+    let edges = ray_edges(p, (cx, cy), 0.8 * r, 1.2 * r, rays, INNER_EDGE, (r, others));
     let ((cx, cy, r), kept, rms) = robust_fit(&edges)?;
     let support = kept as f64 / rays as f64;
-    if r < min_r || support < 0.6 || rms > 0.06 * r {
+    if r < min_r || support < 0.65 || rms > 0.06 * r + 0.3 {
         return None;
     }
     // The face must be foreground: a ring of edges around background is a hole or a ring.
