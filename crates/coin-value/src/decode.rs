@@ -1,5 +1,6 @@
 //! Bytes to a working-size RGB picture: JPEG is scaled in the DCT domain (1/2, 1/4, 1/8
-//! IDCT) so a 12 MP photo never exists at full size; PNG and WebP decode under
+//! IDCT; at 1/8 the DC terms alone, by [`crate::jpeg_dc`]) so a 12 MP photo never exists
+//! at full size; PNG and WebP decode under
 //! `image::Limits`. EXIF orientation is applied in both paths.
 
 use std::io::Cursor;
@@ -132,6 +133,17 @@ fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<Raw, Error> {
     while denom > 1 && long / denom < want {
         denom /= 2;
     }
+    let orientation = dec
+        .exif_data()
+        .and_then(Orientation::from_exif_chunk)
+        .unwrap_or(Orientation::NoTransforms);
+    // At 1/8 only the DC terms matter: our own decoder skips the rest without storing
+    // them, for the baseline files phones write; anything else goes to jpeg_decoder.
+    if denom == 8
+        && let Some(rgb) = crate::jpeg_dc::decode(bytes)
+    {
+        return Ok((rgb, w, h, orientation));
+    }
     let (rw, rh) = ((w / denom).max(1), (h / denom).max(1));
     let (sw, sh) = dec
         .scale(rw.min(65_535) as u16, rh.min(65_535) as u16)
@@ -173,10 +185,6 @@ fn decode_jpeg(bytes: &[u8], limits: &DecodeLimits) -> Result<Raw, Error> {
     .ok_or_else(|| {
         Error::Corrupt("the JPEG decoded to fewer pixels than its header claims".into())
     })?;
-    let orientation = dec
-        .exif_data()
-        .and_then(Orientation::from_exif_chunk)
-        .unwrap_or(Orientation::NoTransforms);
     Ok((rgb, w, h, orientation))
 }
 

@@ -1,15 +1,19 @@
 //! Coin values: a photo of US coins on a table in, every coin and the total value out,
 //! as the stateless, CPU-bound gRPC service the Scaling-Container pattern scales.
 //!
-//! The pipeline is [`decode`] (DCT-scaled JPEG, EXIF orientation, limits), [`detect`]
-//! (illumination correction, segmentation, touching-coin separation, circle refinement)
-//! and [`value`] (the scale that explains every coin's size and colour at once).
+//! The pipeline works on a ~500 px picture, which is what makes a count of a 12 MP photo
+//! cheaper than decoding it: [`decode`] (a JPEG decoded at 1/8 scale in the DCT domain,
+//! so only DC terms are transformed; EXIF orientation; size limits checked from the
+//! header), [`detect`] (illumination correction, segmentation, touching-coin separation,
+//! sub-pixel rim fits on rays) and [`value`] (the scale that explains every coin's size
+//! and colour at once, with each diameter's error growing as the coin gets smaller).
 //! [`synth`] renders the seeded synthetic photos the accuracy tests and benches use.
 
 pub mod annotate;
 pub mod cli;
 pub mod decode;
 pub mod detect;
+pub mod jpeg_dc;
 mod service;
 pub mod synth;
 pub mod value;
