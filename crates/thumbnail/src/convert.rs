@@ -479,10 +479,15 @@ mod raw {
         out
     }
 
-    /// The pixel formats an orientation filter can take here: its own, merged with the
-    /// next filter's (`scale`'s inputs when sized, else the PNG encoder's), as
-    /// libavfilter's negotiation merges them.
-    pub(super) struct Formats(Vec<ffi::AVPixelFormat>);
+    /// The pixel formats an orientation filter takes, as libavfilter's negotiation
+    /// (FFmpeg 5.1) settles them: a decoded frame in one of the filter's own formats goes
+    /// in as it is (its input link is merged first); any other is converted to the
+    /// closest of those that both the filter and what follows it take (`scale`'s inputs
+    /// when sized, else the PNG encoder's).
+    pub(super) struct Formats {
+        own: Vec<ffi::AVPixelFormat>,
+        merged: Vec<ffi::AVPixelFormat>,
+    }
 
     impl Formats {
         pub(super) fn for_orient(o: Orient, sized: bool) -> Self {
@@ -494,7 +499,8 @@ mod raw {
                     ffi::sws_isSupportedInput(f) > 0
                         || ffi::sws_isSupportedEndiannessConversion(f) > 0
                 };
-                return Self(own.into_iter().filter(|f| scale_in(*f)).collect());
+                let merged = own.iter().copied().filter(|f| scale_in(*f)).collect();
+                return Self { own, merged };
             }
             let png = [
                 AV_PIX_FMT_RGB24,
@@ -508,7 +514,8 @@ mod raw {
                 AV_PIX_FMT_YA16BE,
                 AV_PIX_FMT_MONOBLACK,
             ];
-            Self(png.into_iter().filter(|f| own.contains(f)).collect())
+            let merged = png.into_iter().filter(|f| own.contains(f)).collect();
+            Self { own, merged }
         }
 
         fn own(o: Orient) -> Vec<ffi::AVPixelFormat> {
@@ -586,7 +593,7 @@ mod raw {
 
         pub(super) fn takes(&self, p: Pixel) -> bool {
             let p: ffi::AVPixelFormat = p.into();
-            self.0.contains(&p)
+            self.own.contains(&p)
         }
 
         /// The one libavfilter's `pick_format` would convert to.
@@ -594,7 +601,7 @@ mod raw {
             let src: ffi::AVPixelFormat = p.into();
             let alpha = desc(p).is_some_and(|d| d.nb_components % 2 == 0);
             let mut best = ffi::AVPixelFormat::AV_PIX_FMT_NONE;
-            for &f in &self.0 {
+            for &f in &self.merged {
                 // SAFETY: plain value arithmetic on format ids; the loss pointer may be null.
                 best = unsafe {
                     ffi::av_find_best_pix_fmt_of_2(

@@ -110,9 +110,10 @@ fn rotation_is_applied_like_the_cli() {
     );
 }
 
-/// Every rotation tag the CLI's autorotate handles, on 4:2:0 and 4:2:2 input (converted
-/// before `transpose`, as the filter graph does), each also into a contain and a cover
-/// box (its crop offsets round half to even), pixel for pixel. (Not deeper than 8 bits:
+/// Every rotation tag the CLI's autorotate handles (right angles and, through its
+/// `rotate` filter, others), on 4:2:0 and 4:2:2 input (converted first where the
+/// filter does not take it, as the filter graph does), each also into a contain and a
+/// cover box (its crop offsets round half to even), pixel for pixel. (Not deeper than 8 bits:
 /// for those the CLI writes a 16-bit PNG, thumbnails here are 8-bit.)
 #[test]
 fn every_rotation_and_fit_matches_the_cli() {
@@ -144,6 +145,22 @@ fn every_rotation_and_fit_matches_the_cli() {
         let out = format!("{out}.mp4");
         let tag = format!("rotate={rot}");
         common::ffmpeg(&["-i", &src, "-c", "copy", "-metadata:s:v:0", &tag, &out]);
+        inputs.push(out);
+    }
+    // A 45-degree tag (the CLI's `rotate` filter), which the muxer will not write: the
+    // track header's matrix of two 90-degree files patched.
+    for src in [inputs[2].clone(), f.path("rotated.mp4")] {
+        let mut bytes = std::fs::read(&src).unwrap();
+        let tkhd = bytes.windows(4).position(|w| w == b"tkhd").unwrap();
+        // Version 0 header: flags, 5 fields, reserved, layer/volume: the matrix is next.
+        let at = tkhd + 4 + 4 + 20 + 8 + 8;
+        let c = 46341i32; // cos 45 in 16.16
+        let m = [c, -c, 0, c, c, 0, 0, 0, 1 << 30];
+        for (i, v) in m.iter().enumerate() {
+            bytes[at + i * 4..at + i * 4 + 4].copy_from_slice(&v.to_be_bytes());
+        }
+        let out = format!("{}.mp4", p(&format!("45-{}", inputs.len())));
+        std::fs::write(&out, bytes).unwrap();
         inputs.push(out);
     }
     let boxed = |fit| Size {
