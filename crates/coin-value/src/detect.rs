@@ -258,72 +258,87 @@ pub(crate) fn gaussian_blur(img: &RgbImage, sigma: f32) -> RgbImage {
 /// lightness, so a dark penny on dark wood still stands out in its chroma.
 fn score(p: &Planes) -> Vec<f32> {
     let (w, h) = (p.w, p.h);
-    let mut opp = Planes {
-        w,
-        h,
-        c: [vec![0f32; w * h], vec![0f32; w * h], vec![0f32; w * h]],
-    };
-    {
-        let [l, rg, yb] = &mut opp.c;
-        for i in 0..w * h {
-            let (r, g, b) = (p.c[0][i], p.c[1][i], p.c[2][i]);
-            l[i] = (r + g + b) * (1.0 / 3.0);
-            rg[i] = r - g;
-            yb[i] = (r + g) * 0.5 - b;
-        }
-    }
-    let (bg, table) = background(&opp);
-    // Residuals from the background, in place; along a row the surface is a quadratic
-    // in u alone.
-    let us: Vec<f32> = (0..w)
-        .map(|x| (2.0 * x as f64 / w as f64 - 1.0) as f32)
-        .collect();
-    for y in 0..h {
+    let (bg, table) = background(p);
+    // Along a row the surface is a quadratic in u alone: its coefficients per row.
+    let row_coef = |y: usize| -> [[f32; 3]; 3] {
         let (_, v) = bg.uv(0.0, y as f64);
-        for k in 0..3 {
+        std::array::from_fn(|k| {
             let c = &bg.coef[k];
-            let (c0, c1, c2) = (
+            [
                 (c[0] + c[2] * v + c[5] * v * v) as f32,
                 (c[1] + c[4] * v) as f32,
                 c[3] as f32,
-            );
-            for (o, &u) in opp.c[k][y * w..(y + 1) * w].iter_mut().zip(&us) {
-                *o -= c0 + u * (c1 + u * c2);
+            ]
+        })
+    };
+    let us: Vec<f32> = (0..w)
+        .map(|x| (2.0 * x as f64 / w as f64 - 1.0) as f32)
+        .collect();
+    let residual = |i: usize, x: usize, rc: &[[f32; 3]; 3]| -> [f32; 3] {
+        let o = opp(p, i);
+        let u = us[x];
+        std::array::from_fn(|k| o[k] - (rc[k][0] + u * (rc[k][1] + u * rc[k][2])))
+    };
+    // The table's texture per channel, from a sample of residuals.
+    let mut d: [Vec<f32>; 3] = Default::default();
+    match &table {
+        None => {
+            for y in 0..h {
+                let rc = row_coef(y);
+                let first = (5 - (y * w) % 5) % 5;
+                for x in (first..w).step_by(5) {
+                    let r = residual(y * w + x, x, &rc);
+                    for k in 0..3 {
+                        d[k].push(r[k].abs());
+                    }
+                }
+            }
+        }
+        // Coins covering much of the picture would inflate a texture measured
+        // everywhere and hide themselves: measure it only where the fit says table.
+        Some(rects) => {
+            for &(x0, y0, x1, y1) in rects {
+                for y in (y0..y1).step_by(2) {
+                    let rc = row_coef(y);
+                    for x in (x0..x1).step_by(2) {
+                        let r = residual(y * w + x, x, &rc);
+                        for k in 0..3 {
+                            d[k].push(r[k].abs());
+                        }
+                    }
+                }
             }
         }
     }
-    let mut sigma = [0f32; 3];
-    for k in 0..3 {
-        let res = &opp.c[k];
-        let mut d: Vec<f32> = match &table {
-            None => res.iter().step_by(5).map(|d| d.abs()).collect(),
-            // Coins covering much of the picture would inflate a texture measured
-            // everywhere and hide themselves: measure it only where the fit says table.
-            Some(rects) => {
-                let mut d = Vec::new();
-                for &(x0, y0, x1, y1) in rects {
-                    for y in (y0..y1).step_by(2) {
-                        d.extend(
-                            res[y * w + x0..y * w + x1]
-                                .iter()
-                                .step_by(2)
-                                .map(|d| d.abs()),
-                        );
-                    }
-                }
-                d
-            }
-        };
-        sigma[k] = (1.4826 * median(&mut d)).max(1.0);
-    }
-    let inv = sigma.map(|s| 1.0 / s);
+    let inv = d.map(|mut d| 1.0 / (1.4826 * median(&mut d)).max(1.0));
     let mut out = vec![0f32; w * h];
-    let [l, rg, yb] = &opp.c;
-    for i in 0..w * h {
-        let (a, b, c) = (l[i] * inv[0], rg[i] * inv[1], yb[i] * inv[2]);
-        out[i] = (a * a + b * b + c * c).sqrt();
+    for y in 0..h {
+        let rc = row_coef(y);
+        let (r, g, b) = (
+            &p.c[0][y * w..(y + 1) * w],
+            &p.c[1][y * w..(y + 1) * w],
+            &p.c[2][y * w..(y + 1) * w],
+        );
+        for (x, o) in out[y * w..(y + 1) * w].iter_mut().enumerate() {
+            let u = us[x];
+            let (r, g, b) = (r[x], g[x], b[x]);
+            let e = [
+                ((r + g + b) * (1.0 / 3.0) - (rc[0][0] + u * (rc[0][1] + u * rc[0][2]))) * inv[0],
+                (r - g - (rc[1][0] + u * (rc[1][1] + u * rc[1][2]))) * inv[1],
+                ((r + g) * 0.5 - b - (rc[2][0] + u * (rc[2][1] + u * rc[2][2]))) * inv[2],
+            ];
+            *o = (e[0] * e[0] + e[1] * e[1] + e[2] * e[2]).sqrt();
+        }
     }
     out
+}
+
+/// Pixel `i` in the opponent space the score works in: lightness, red-green,
+/// yellow-blue.
+#[inline]
+fn opp(p: &Planes, i: usize) -> [f32; 3] {
+    let (r, g, b) = (p.c[0][i], p.c[1][i], p.c[2][i]);
+    [(r + g + b) * (1.0 / 3.0), r - g, (r + g) * 0.5 - b]
 }
 
 /// A quadratic surface per channel over normalised coordinates.
@@ -367,7 +382,7 @@ fn background(p: &Planes) -> (Surface, Option<Rects>) {
                 buf.clear();
                 // Every other pixel of every other row: as robust, a quarter of the work.
                 for y in (by..y1).step_by(2) {
-                    buf.extend(p.c[k][y * w + bx..y * w + x1].iter().step_by(2));
+                    buf.extend((bx..x1).step_by(2).map(|x| opp(p, y * w + x)[k]));
                 }
                 *m = f64::from(median(&mut buf));
             }
@@ -633,16 +648,28 @@ fn distance_to_background(m: &[u8], w: usize, h: usize) -> Vec<f32> {
             *o = d * d + line[v[k]];
         }
     };
-    for x in 0..w {
-        for y in 0..h {
-            line[y] = f[y * w + x];
-        }
-        edt1(&line[..h], &mut out[..h]);
-        for y in 0..h {
-            f[y * w + x] = out[y];
+    // Down each column the distance to the nearest background pixel is a pair of
+    // sweeps, done a whole row at a time so they stay in cache and vectorise.
+    for y in 1..h {
+        let (above, row) = f.split_at_mut(y * w);
+        for (d, &a) in row[..w].iter_mut().zip(&above[(y - 1) * w..]) {
+            *d = d.min(a + 1.0);
         }
     }
+    for y in (0..h.saturating_sub(1)).rev() {
+        let (row, below) = f.split_at_mut((y + 1) * w);
+        for (d, &b) in row[y * w..].iter_mut().zip(&below[..w]) {
+            *d = d.min(b + 1.0);
+        }
+    }
+    for d in f.iter_mut() {
+        *d = if *d >= INF { INF } else { *d * *d };
+    }
     for y in 0..h {
+        // A row of background stays all zeros.
+        if f[y * w..(y + 1) * w].iter().all(|&d| d == 0.0) {
+            continue;
+        }
         line[..w].copy_from_slice(&f[y * w..(y + 1) * w]);
         edt1(&line[..w], &mut out[..w]);
         for (d, &o) in f[y * w..(y + 1) * w].iter_mut().zip(&out[..w]) {
@@ -769,7 +796,7 @@ fn seeds(mask: &GrayImage, min_r: f64) -> Vec<(f64, f64, f64)> {
         let (fx, fy) = (x as f64, y as f64);
         if out
             .iter()
-            .any(|&(ox, oy, or)| (ox - fx).hypot(oy - fy) < or.max(0.9 * d))
+            .any(|&(ox, oy, or)| (ox - fx).powi(2) + (oy - fy).powi(2) < or.max(0.9 * d).powi(2))
         {
             continue;
         }
