@@ -2,11 +2,13 @@
 //! as the stateless, CPU-bound gRPC service the Scaling-Container pattern scales.
 //!
 //! The pipeline works on a ~500 px picture, which is what makes a count of a 12 MP photo
-//! cheaper than decoding it: [`decode`] (a JPEG decoded at 1/8 scale in the DCT domain,
-//! so only DC terms are transformed; EXIF orientation; size limits checked from the
-//! header), [`detect`] (illumination correction, segmentation, touching-coin separation,
-//! sub-pixel rim fits on rays) and [`value`] (the scale that explains every coin's size
-//! and colour at once, with each diameter's error growing as the coin gets smaller).
+//! cheaper than decoding it: [`decode`] (a large baseline JPEG is decoded by [`jpeg_dc`]
+//! to one pixel per 8 x 8 block from the DC terms alone, the AC terms skipped unstored;
+//! other JPEGs through `jpeg_decoder`'s DCT scaling; EXIF orientation; size limits
+//! checked from the header), [`detect`] (illumination correction, segmentation,
+//! touching-coin separation, sub-pixel rim fits on rays) and [`value`] (the scale that
+//! explains every coin's size and colour at once, each diameter's error growing as the
+//! coin gets smaller in the picture).
 //! [`synth`] renders the seeded synthetic photos the accuracy tests and benches use.
 
 pub mod annotate;
