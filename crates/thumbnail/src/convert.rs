@@ -107,6 +107,8 @@ fn scaled_size(w: u32, h: u32, size: Size) -> (i64, i64) {
 pub(crate) struct Converter {
     orient: Orient,
     size: Size,
+    /// The formats the orientation filter takes; none without one.
+    formats: Option<raw::Formats>,
     /// Converts a frame whose format the orientation filter does not take, first.
     pre: Option<raw::Sws>,
     main: Option<raw::Sws>,
@@ -114,9 +116,11 @@ pub(crate) struct Converter {
 
 impl Converter {
     pub(crate) fn new(orient: Orient, size: Size) -> Self {
+        let sized = size.width > 0 || size.height > 0;
         Self {
             orient,
             size,
+            formats: (orient != Orient::None).then(|| raw::Formats::for_orient(orient, sized)),
             pre: None,
             main: None,
         }
@@ -124,11 +128,7 @@ impl Converter {
 
     pub(crate) fn run(&mut self, input: &frame::Video) -> Result<frame::Video, String> {
         let oriented;
-        let src = if self.orient == Orient::None {
-            input
-        } else {
-            let sized = self.size.width > 0 || self.size.height > 0;
-            let accepted = raw::Formats::for_orient(self.orient, sized);
+        let src = if let Some(accepted) = &self.formats {
             let converted;
             let fit = if accepted.takes(input.format()) {
                 input
@@ -143,6 +143,8 @@ impl Converter {
             };
             oriented = orient(self.orient, fit)?;
             &oriented
+        } else {
+            input
         };
         let (w, h) = scaled_size(src.width(), src.height(), self.size);
         let (w, h) = match (u32::try_from(w), u32::try_from(h)) {
