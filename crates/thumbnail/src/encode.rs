@@ -228,3 +228,41 @@ fn set_frame_quality(f: &mut frame::Video, lambda: i32) {
     // SAFETY: `as_mut_ptr` is the frame's own live AVFrame; `quality` is a plain int.
     unsafe { (*f.as_mut_ptr()).quality = lambda };
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Same pixels back, rows with padding (a stride wider than the row) included, and
+    /// the colour chunks pngenc writes for BT.709 primaries and transfer.
+    #[test]
+    fn png_keeps_pixels_and_colour_chunks() {
+        let (w, h) = (5u32, 3u32);
+        let mut f = frame::Video::new(Pixel::RGB24, w, h);
+        f.set_color_primaries(ff::color::Primaries::BT709);
+        f.set_color_transfer_characteristic(ff::color::TransferCharacteristic::BT709);
+        assert!(f.stride(0) > w as usize * 3, "the test wants padded rows");
+        let stride = f.stride(0);
+        for (i, b) in f.data_mut(0).iter_mut().enumerate() {
+            *b = (i % stride * 7 + i / stride * 31) as u8;
+        }
+        let png_bytes = encode(&f, ImageFormat::Png, 0).unwrap();
+        // gAMA holds 1/1.961 scaled by 10^5; cHRM follows it.
+        let has = |chunk: &[u8]| png_bytes.windows(chunk.len()).any(|w| w == chunk);
+        assert!(has(&[b"gAMA".as_slice(), &50994u32.to_be_bytes()].concat()));
+        assert!(has(b"cHRM"));
+        let mut dec = png::Decoder::new(std::io::Cursor::new(png_bytes))
+            .read_info()
+            .unwrap();
+        let mut buf = vec![0; dec.output_buffer_size().unwrap()];
+        dec.next_frame(&mut buf).unwrap();
+        for y in 0..h as usize {
+            let row = w as usize * 3;
+            assert_eq!(
+                &buf[y * row..(y + 1) * row],
+                &f.data(0)[y * stride..y * stride + row]
+            );
+        }
+    }
+}
