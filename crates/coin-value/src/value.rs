@@ -143,8 +143,8 @@ fn copper_probability(coins: &[Circle]) -> Vec<f64> {
 }
 
 /// Cost of coin `d_px` (with copper probability `pc`) being `den` at scale `s`.
-fn cost(d_px: f64, pc: f64, den: Denomination, s: f64) -> f64 {
-    let e = (d_px / s / den.diameter_mm()).ln() / sigma_of(d_px);
+fn cost(d_px: f64, pc: f64, sg: f64, den: Denomination, s: f64) -> f64 {
+    let e = (d_px / s / den.diameter_mm()).ln() / sg;
     let colour = match den.metal() {
         Metal::Copper => -pc.ln(),
         Metal::Silver => -(1.0 - pc).ln(),
@@ -154,10 +154,10 @@ fn cost(d_px: f64, pc: f64, den: Denomination, s: f64) -> f64 {
     0.5 * e * e + colour + den.rarity()
 }
 
-fn coin_cost(d_px: f64, pc: f64, s: f64) -> (f64, Option<Denomination>) {
+fn coin_cost(d_px: f64, pc: f64, sg: f64, s: f64) -> (f64, Option<Denomination>) {
     let mut best = (OUTLIER, None);
     for den in Denomination::ALL {
-        let c = cost(d_px, pc, den, s);
+        let c = cost(d_px, pc, sg, den, s);
         if c < best.0 {
             best = (c, Some(den));
         }
@@ -176,6 +176,12 @@ pub fn value(coins: &[Circle], long_side: f64) -> Valuation {
     }
     let pc = copper_probability(coins);
     let d: Vec<f64> = coins.iter().map(|c| 2.0 * c.r).collect();
+    // A rim that only some of the rays agree on is measured less surely.
+    let sg: Vec<f64> = coins
+        .iter()
+        .zip(&d)
+        .map(|(c, &d)| sigma_of(d) / c.support.clamp(0.5, 1.0))
+        .collect();
     // A phone photo of coins on a table frames about 15-40 cm across.
     let prior = |s: f64| {
         let z = (long_side / s / 220.0).ln() / 0.8;
@@ -184,7 +190,8 @@ pub fn value(coins: &[Circle], long_side: f64) -> Valuation {
     let total = |s: f64| -> f64 {
         d.iter()
             .zip(&pc)
-            .map(|(&d, &p)| coin_cost(d, p, s).0)
+            .zip(&sg)
+            .map(|((&d, &p), &g)| coin_cost(d, p, g, s).0)
             .sum::<f64>()
             + prior(s)
     };
@@ -204,11 +211,11 @@ pub fn value(coins: &[Circle], long_side: f64) -> Valuation {
     for _ in 0..4 {
         // Least squares of log-scale over coins that fit something.
         let (mut num, mut n) = (0.0, 0.0);
-        for (&di, &p) in d.iter().zip(&pc) {
-            if let (c, Some(den)) = coin_cost(di, p, s)
+        for ((&di, &p), &g) in d.iter().zip(&pc).zip(&sg) {
+            if let (c, Some(den)) = coin_cost(di, p, g, s)
                 && c < OUTLIER
             {
-                let wt = sigma_of(di).powi(-2);
+                let wt = g.powi(-2);
                 num += wt * (di / den.diameter_mm()).ln();
                 n += wt;
             }
@@ -226,13 +233,14 @@ pub fn value(coins: &[Circle], long_side: f64) -> Valuation {
     let coins = d
         .iter()
         .zip(&pc)
-        .map(|(&di, &p)| {
-            let (_, den) = coin_cost(di, p, s);
+        .zip(&sg)
+        .map(|((&di, &p), &g)| {
+            let (_, den) = coin_cost(di, p, g, s);
             let confidence = den.map_or(0.0, |den| {
-                let mine = (-cost(di, p, den, s)).exp();
+                let mine = (-cost(di, p, g, den, s)).exp();
                 let all: f64 = Denomination::ALL
                     .iter()
-                    .map(|&o| (-cost(di, p, o, s)).exp())
+                    .map(|&o| (-cost(di, p, g, o, s)).exp())
                     .sum::<f64>()
                     + (-OUTLIER).exp();
                 mine / all
