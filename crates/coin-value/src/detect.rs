@@ -864,8 +864,9 @@ fn ray_edges(
     rays: usize,
     inner: f32,
     (rc, others): (f64, &[(f64, f64, f64)]),
-) -> Vec<(f64, f64, f64)> {
+) -> (Vec<(f64, f64, f64)>, usize) {
     let step = 0.5;
+    let mut outside = 0;
     let n = ((hi - lo) / step).ceil() as usize + 3;
     let mut prof = vec![[0f32; 3]; n];
     let mut out = Vec::with_capacity(rays);
@@ -875,6 +876,7 @@ fn ray_edges(
         // Rays leaving the picture have no edge to find there.
         let far = (cx + dx * hi, cy + dy * hi);
         if far.0 < 1.0 || far.1 < 1.0 || far.0 > (p.w - 2) as f64 || far.1 > (p.h - 2) as f64 {
+            outside += 1;
             continue;
         }
         // A touching neighbour's far rim is often a stronger edge than the faint line
@@ -927,7 +929,7 @@ fn ray_edges(
         let t = lo - step + (bj as f64 + f64::from(off)) * step;
         out.push((cx + dx * t, cy + dy * t, f64::from(best)));
     }
-    out
+    (out, outside)
 }
 
 /// An edge this strong relative to the ray's strongest counts as the rim.
@@ -978,16 +980,19 @@ fn refine(
 ) -> Option<Circle> {
     // Wide: a faint coin's seed may be a fragment of it.
     // Half the rays: this pass only has to find the coin, the next measures it.
-    let edges = ray_edges(p, (sx, sy), 0.5 * sr, 1.8 * sr, rays / 2, 1.0, (sr, others));
+    let (edges, _) = ray_edges(p, (sx, sy), 0.5 * sr, 1.8 * sr, rays / 2, 1.0, (sr, others));
     let ((cx, cy, r), _, _) = robust_fit(&edges)?;
     if !(0.5 * sr..=1.9 * sr).contains(&r) || (cx - sx).hypot(cy - sy) > 0.8 * sr {
         return None;
     }
     // Second pass centred on the first fit, in a narrow band, for accuracy.
-    let edges = ray_edges(p, (cx, cy), 0.8 * r, 1.2 * r, rays, INNER_EDGE, (r, others));
+    let (edges, outside) = ray_edges(p, (cx, cy), 0.8 * r, 1.2 * r, rays, INNER_EDGE, (r, others));
     let ((cx, cy, r), kept, rms) = robust_fit(&edges)?;
-    let support = kept as f64 / rays as f64;
-    if r < min_r || support < 0.65 || rms > 0.06 * r + 0.3 {
+    // The picture's border is no evidence against a circle: support counts the rays
+    // that stay inside, of which there must be most.
+    let inside = rays - outside;
+    let support = kept as f64 / inside.max(1) as f64;
+    if r < min_r || 2 * inside < rays || support < 0.65 || rms > 0.06 * r + 0.3 {
         return None;
     }
     // The face must be foreground: a ring of edges around background is a hole or a ring.
