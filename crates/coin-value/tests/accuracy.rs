@@ -118,6 +118,17 @@ fn synthetic_seeds_42_47() {
     chunk(42);
 }
 
+/// Phone-sized photos, whose JPEGs are decoded from their DC terms alone (the chunks
+/// above are small enough to go through `jpeg_decoder`'s DCT scaling instead).
+#[test]
+fn twelve_megapixel_photos() {
+    let failures: Vec<String> = [1u64, 2, 3]
+        .into_iter()
+        .filter_map(|seed| check(seed, 4032, 3024).err())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 /// scikit-image's coins (`skimage.data.coins()`), the committed copy.
 fn skimage_coins() -> Vec<u8> {
     let committed =
