@@ -30,7 +30,6 @@ RUN if [ -z "$PREBUILT" ]; then \
         apt-get update \
         && apt-get install -y --no-install-recommends pkg-config clang libclang-dev binutils \
             libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libswresample-dev \
-            libavfilter-dev libavdevice-dev \
         && rm -rf /var/lib/apt/lists/*; \
     fi
 WORKDIR /src

@@ -8,7 +8,6 @@ set -euo pipefail
 APT_PACKAGES=(
   pkg-config clang libclang-dev
   ffmpeg libavformat-dev libavcodec-dev libavutil-dev libswscale-dev libswresample-dev
-  libavfilter-dev libavdevice-dev
   nginx-light debootstrap openssl
 )
 PIP_PACKAGES=("moto[server]" opentelemetry-sdk opentelemetry-exporter-otlp-proto-grpc scikit-image)
