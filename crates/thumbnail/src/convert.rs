@@ -10,7 +10,7 @@ use ff::format::Pixel;
 use ff::frame;
 use ffmpeg_next as ff;
 
-use crate::engine::{Fit, Size};
+use crate::engine::{Fit, Size, rescale};
 
 /// What the CLI's autorotate inserts for a display matrix (`ffmpeg_filter.c`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,17 +62,6 @@ pub(crate) fn rotation_degrees(m: &[i32; 9]) -> f64 {
     let mut theta = -rot.round();
     theta -= 360.0 * (theta / 360.0 + 0.9 / 360.0).floor();
     theta
-}
-
-/// `a * b / c` rounded to nearest, halves away from zero (`av_rescale`).
-fn rescale(a: i64, b: i64, c: i64) -> i64 {
-    let (n, c) = (i128::from(a) * i128::from(b), i128::from(c.max(1)));
-    let r = if n >= 0 {
-        (n + c / 2) / c
-    } else {
-        -((-n + c / 2) / c)
-    };
-    r as i64
 }
 
 /// The `scale` filter's output size for an input of `w`x`h` (`scale_eval.c`): 0 is the

@@ -210,8 +210,9 @@ pub fn init() {
 
 const AV_TIME_BASE: i64 = 1_000_000;
 
-/// `a * b / c` rounded to nearest, halves away from zero (FFmpeg's `AV_ROUND_NEAR_INF`).
-fn rescale(a: i64, b: i64, c: i64) -> i64 {
+/// `a * b / c` rounded to nearest, halves away from zero (FFmpeg's `AV_ROUND_NEAR_INF`,
+/// `av_rescale`): timestamps here, the `scale` filter's sizes in `convert`.
+pub(crate) fn rescale(a: i64, b: i64, c: i64) -> i64 {
     let (n, c) = (i128::from(a) * i128::from(b), i128::from(c.max(1)));
     let r = if n >= 0 {
         (n + c / 2) / c
