@@ -855,7 +855,9 @@ fn fit_circle(pts: &[(f64, f64)]) -> Option<(f64, f64, f64)> {
     (r2 > 0.0).then(|| (cx + mx, cy + my, r2.sqrt()))
 }
 
-/// Strongest colour edge on each ray from (cx, cy) between `lo` and `hi`.
+/// Strongest colour edge on each ray from (cx, cy) between `lo` and `hi`, moved to the
+/// dark rim line next to it when `valley` (a search width in samples) is given.
+#[allow(clippy::too_many_arguments)]
 fn ray_edges(
     p: &Planes,
     (cx, cy): (f64, f64),
@@ -864,10 +866,14 @@ fn ray_edges(
     rays: usize,
     inner: f32,
     (rc, others): (f64, &[(f64, f64, f64)]),
+    valley: Option<usize>,
 ) -> (Vec<(f64, f64, f64)>, usize) {
     let step = 0.5;
     let mut outside = 0;
-    let n = ((hi - lo) / step).ceil() as usize + 3;
+    // The valley search looks `pre` samples further in than the edge search.
+    let pre = 2 * valley.unwrap_or(0);
+    let base = lo - step - pre as f64 * step;
+    let n = ((hi - lo) / step).ceil() as usize + 3 + pre;
     let mut prof = vec![[0f32; 3]; n];
     let mut out = Vec::with_capacity(rays);
     for i in 0..rays {
@@ -895,7 +901,7 @@ fn ray_edges(
             continue;
         }
         for (j, v) in prof.iter_mut().enumerate() {
-            let t = (lo - step + j as f64 * step).min(stop);
+            let t = (base + j as f64 * step).max(0.0).min(stop);
             *v = p.sample3(cx + dx * t, cy + dy * t);
         }
         let grad = |j: usize| -> f32 {
@@ -904,11 +910,11 @@ fn ray_edges(
                 .sum::<f32>()
         };
         let g: Vec<f32> = (1..n - 1).map(grad).collect();
-        let top = g.iter().copied().fold(0f32, f32::max);
+        let top = g[pre..].iter().copied().fold(0f32, f32::max);
         // The innermost strong edge: shadows and contact shadows add edges outside the
         // rim, rarely inside it.
         let (mut best, mut bj) = (0f32, 0usize);
-        for j in 1..g.len().saturating_sub(1) {
+        for j in pre.max(1)..g.len().saturating_sub(1) {
             if g[j] >= inner * top && g[j] >= g[j - 1] && g[j] >= g[j + 1] {
                 best = g[j];
                 bj = j + 1;
@@ -926,11 +932,51 @@ fn ray_edges(
         } else {
             0.0
         };
-        let t = lo - step + (bj as f64 + f64::from(off)) * step;
+        let mut pos = bj as f64 + f64::from(off);
+        if let Some(v) = valley.and_then(|m| dark_valley(&prof, bj, m)) {
+            pos = v;
+        }
+        let t = base + pos * step;
         out.push((cx + dx * t, cy + dy * t, f64::from(best)));
     }
     (out, outside)
 }
+
+/// Where a coin lies on a table its rim is a dark line (the coin's bevel, the contact
+/// shadow under it), and the strongest edge is one side of it: inside when the face is
+/// brighter than the table, outside (past any cast shadow) when darker, so coins of the
+/// two metals would be measured with opposite biases. The darkest point of a clear
+/// valley within `m` samples of the edge `bj` is the rim itself; no valley, no change.
+/// `prof` holds at least `2 m` samples before `bj`.
+fn dark_valley(prof: &[[f32; 3]], bj: usize, m: usize) -> Option<f64> {
+    let l = |j: usize| prof[j][0] + prof[j][1] + prof[j][2];
+    let (a, b) = (bj.saturating_sub(m).max(1), (bj + m).min(prof.len() - 2));
+    let jm = (a..=b).min_by(|&x, &y| l(x).total_cmp(&l(y)))?;
+    if jm == a || jm == b {
+        return None;
+    }
+    // Both sides, within `m` samples of the bottom, must rise clearly above it: a dark
+    // line, not a step.
+    let left = (jm.saturating_sub(m)..jm).map(l).fold(f32::MIN, f32::max);
+    let right = (jm + 1..=(jm + m).min(prof.len() - 1))
+        .map(l)
+        .fold(f32::MIN, f32::max);
+    let depth = left.min(right) - l(jm);
+    if depth < VALLEY_DEPTH * left.max(right).max(1.0) {
+        return None;
+    }
+    let (lm, l0, lp) = (l(jm - 1), l(jm), l(jm + 1));
+    let den = lm - 2.0 * l0 + lp;
+    let off = if den.abs() > 1e-6 {
+        (0.5 * (lm - lp) / den).clamp(-0.5, 0.5)
+    } else {
+        0.0
+    };
+    Some(jm as f64 + f64::from(off))
+}
+
+/// How much darker than its brighter shoulder, relatively, a rim line must be.
+const VALLEY_DEPTH: f32 = 0.04;
 
 /// An edge this strong relative to the ray's strongest counts as the rim.
 const INNER_EDGE: f32 = 1.0;
@@ -980,13 +1026,34 @@ fn refine(
 ) -> Option<Circle> {
     // Wide: a faint coin's seed may be a fragment of it.
     // Half the rays: this pass only has to find the coin, the next measures it.
-    let (edges, _) = ray_edges(p, (sx, sy), 0.5 * sr, 1.8 * sr, rays / 2, 1.0, (sr, others));
+    let (edges, _) = ray_edges(
+        p,
+        (sx, sy),
+        0.5 * sr,
+        1.8 * sr,
+        rays / 2,
+        1.0,
+        (sr, others),
+        None,
+    );
     let ((cx, cy, r), _, _) = robust_fit(&edges)?;
     if !(0.5 * sr..=1.9 * sr).contains(&r) || (cx - sx).hypot(cy - sy) > 0.8 * sr {
         return None;
     }
     // Second pass centred on the first fit, in a narrow band, for accuracy.
-    let (edges, outside) = ray_edges(p, (cx, cy), 0.8 * r, 1.2 * r, rays, INNER_EDGE, (r, others));
+    // Valley search within 15% of the radius (three working pixels at least) of the
+    // edge: a soft cast shadow moves the edge that far out.
+    let m = ((0.15 * r).max(3.0) / 0.5).round() as usize;
+    let (edges, outside) = ray_edges(
+        p,
+        (cx, cy),
+        0.8 * r,
+        1.2 * r,
+        rays,
+        INNER_EDGE,
+        (r, others),
+        Some(m),
+    );
     let ((cx, cy, r), kept, rms) = robust_fit(&edges)?;
     // The picture's border is no evidence against a circle: support counts the rays
     // that stay inside, of which there must be most.
