@@ -7,8 +7,10 @@
 //! 3. split touching coins at the peaks of the Euclidean distance transform;
 //! 4. refine every candidate on the picture itself: the strongest colour edge on rays
 //!    from its centre (sub-pixel, and stopping where a touching neighbour's territory
-//!    begins), with a robust circle fit, so soft shadows and blur do not bias the
-//!    diameter; shapes whose edges are not a circle are rejected.
+//!    begins), moved to the dark line of bevel and contact shadow when there is one (the
+//!    edge lies inside it for coins brighter than the table, outside for darker ones),
+//!    with a robust circle fit, so soft shadows and blur do not bias the diameter;
+//!    shapes whose edges are not a circle are rejected.
 //!
 //! Everything runs on float planes of the ~500 px working picture, with the transforms
 //! (blur, opening, distance transform, labelling) written as row passes: at that size
