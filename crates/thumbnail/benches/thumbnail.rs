@@ -75,32 +75,27 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("720p.mp4");
     // 20 s of 720p H.264, keyframes every 10 s (a long GOP, like many camera files).
-    run(Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=1280x720:rate=25:duration=20",
-        ])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "veryfast",
-            "-g",
-            "250",
-            "-keyint_min",
-            "250",
-            "-sc_threshold",
-            "0",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .arg(&input));
+    let input_s = input.to_string_lossy();
+    fargo_testkit::ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=1280x720:rate=25:duration=20",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+        "-g",
+        "250",
+        "-keyint_min",
+        "250",
+        "-sc_threshold",
+        "0",
+        "-pix_fmt",
+        "yuv420p",
+        &input_s,
+    ])
+    .unwrap();
     let out = dir.path().join("out.png");
     let ours = dir.path().join("ours.png");
     println!("input: 1280x720 H.264, 20 s, keyframes at 0 s and 10 s; {RUNS} runs each, medians\n");

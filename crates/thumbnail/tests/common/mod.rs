@@ -13,16 +13,7 @@ pub struct Fixtures {
 }
 
 pub fn ffmpeg(args: &[&str]) {
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .output()
-        .expect("ffmpeg CLI not found: apt-get install ffmpeg");
-    assert!(
-        out.status.success(),
-        "ffmpeg {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    fargo_testkit::ffmpeg(args).unwrap();
 }
 
 const SRC: &str = "testsrc2=size=320x240:rate=25:duration=4";
