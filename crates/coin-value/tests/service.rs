@@ -239,31 +239,12 @@ fn uri(u: &str) -> CountRequest {
     }
 }
 
-/// Creates an S3 bucket on moto with a plain CreateBucket call.
-fn create_bucket(moto: &fargo_testkit::Moto, bucket: &str) {
-    let status = std::process::Command::new("python3")
-        .args([
-            "-c",
-            &format!(
-                "import urllib.request as u; u.urlopen(u.Request('{}/{bucket}', method='PUT')).read()",
-                moto.endpoint()
-            ),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_images_by_uri_from_files_and_s3_with_bounded_reads() {
     let moto = fargo_testkit::Moto::start();
-    let env: Vec<(String, String)> = moto
-        .aws_env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+    let env = moto.aws_env_owned();
     let storage = Storage::with_env(env);
-    create_bucket(&moto, "photos");
+    moto.create_buckets(&["photos"]);
 
     let photo = synth::render(3, 1000, 750);
     let dir = tempfile::tempdir().unwrap();

@@ -16,29 +16,6 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A raw EC2 query against moto (the SDK's EC2 crate is not worth its build time here):
-/// the ids of moto's default subnets and security group.
-fn ec2_ids(moto: &Moto, action: &str, tag: &str) -> Vec<String> {
-    let body = format!("Action={action}&Version=2016-11-15");
-    let req = format!(
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=testing/20261127/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        moto.port,
-        body.len()
-    );
-    let mut s = TcpStream::connect(("127.0.0.1", moto.port)).unwrap();
-    s.write_all(req.as_bytes()).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    resp.split(&open)
-        .skip(1)
-        .filter_map(|r| r.split(&close).next())
-        .map(str::to_owned)
-        .collect()
-}
-
 /// Steers moto through its `/moto-api` (e.g. how task states progress).
 fn moto_api(moto: &Moto, path: &str, body: &Value) {
     let body = body.to_string();
@@ -68,8 +45,8 @@ impl Env {
         let dir =
             std::env::temp_dir().join(format!("fargo-deploy-{}-{}", std::process::id(), moto.port));
         std::fs::create_dir_all(&dir).unwrap();
-        let subnets = ec2_ids(&moto, "DescribeSubnets", "subnetId");
-        let groups = ec2_ids(&moto, "DescribeSecurityGroups", "groupId");
+        let subnets = moto.ec2_ids("DescribeSubnets", "subnetId");
+        let groups = moto.ec2_ids("DescribeSecurityGroups", "groupId");
         assert!(
             !subnets.is_empty() && !groups.is_empty(),
             "moto has no default VPC"

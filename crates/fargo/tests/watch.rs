@@ -185,28 +185,6 @@ fn thumb_streams_a_local_file_to_the_service() {
     );
 }
 
-/// Creates S3 buckets on a moto server with plain CreateBucket calls, retrying while
-/// a just-started moto still refuses them.
-fn create_buckets(moto: &fargo_testkit::Moto, buckets: &[&str]) {
-    let script = "import sys, time, urllib.request as u\n\
-        end = time.time() + 60\n\
-        for url in sys.argv[1:]:\n\
-        \x20   while True:\n\
-        \x20       try:\n\
-        \x20           u.urlopen(u.Request(url, method='PUT')).read()\n\
-        \x20           break\n\
-        \x20       except Exception:\n\
-        \x20           if time.time() > end:\n\
-        \x20               raise\n\
-        \x20           time.sleep(0.2)\n";
-    let status = Command::new("python3")
-        .args(["-c", script])
-        .args(buckets.iter().map(|b| format!("{}/{b}", moto.endpoint())))
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 fn upload(
     rt: &tokio::runtime::Runtime,
     storage: &fargo_runtime::storage::Storage,
@@ -235,12 +213,8 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 fn s3_prefix_watch_launches_one_job_per_object() {
     use std::io::BufRead;
     let moto = fargo_testkit::Moto::start();
-    create_buckets(&moto, &["videos", "thumbs"]);
-    let env: Vec<(String, String)> = moto
-        .aws_env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+    moto.create_buckets(&["videos", "thumbs"]);
+    let env = moto.aws_env_owned();
     let storage = fargo_runtime::storage::Storage::with_env(env.clone());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -302,30 +276,6 @@ fn s3_prefix_watch_launches_one_job_per_object() {
     assert_eq!(&png[1..4], b"PNG");
 }
 
-/// moto's default subnets and security group, by a raw EC2 query (the EC2 SDK crate is
-/// not worth its build time for two ids).
-fn ec2_ids(moto: &fargo_testkit::Moto, action: &str, tag: &str) -> Vec<String> {
-    use std::io::{Read, Write};
-    let body = format!("Action={action}&Version=2016-11-15");
-    let req = format!(
-        "POST / HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Authorization: AWS4-HMAC-SHA256 Credential=testing/20261127/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        moto.port,
-        body.len()
-    );
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", moto.port)).unwrap();
-    s.write_all(req.as_bytes()).unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    resp.split(&open)
-        .skip(1)
-        .filter_map(|r| r.split(&close).next())
-        .map(str::to_owned)
-        .collect()
-}
-
 /// The RunTask bodies moto recorded (its recorder writes one JSON line per request).
 fn recorded_run_tasks(recording: &Path) -> Vec<serde_json::Value> {
     let script = "import json,sys,base64\n\
@@ -361,12 +311,8 @@ fn ecs_backend_sends_one_run_task_with_the_job_contract() {
         ("MOTO_ENABLE_RECORDING", "True"),
         ("MOTO_RECORDER_FILEPATH", &rec),
     ]);
-    create_buckets(&moto, &["videos"]);
-    let env: Vec<(String, String)> = moto
-        .aws_env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+    moto.create_buckets(&["videos"]);
+    let env = moto.aws_env_owned();
     let storage = fargo_runtime::storage::Storage::with_env(env.clone());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let video = dir.path().join("v.mp4");
@@ -418,8 +364,8 @@ fn ecs_backend_sends_one_run_task_with_the_job_contract() {
             .send(),
     )
     .unwrap();
-    let subnets = ec2_ids(&moto, "DescribeSubnets", "subnetId");
-    let groups = ec2_ids(&moto, "DescribeSecurityGroups", "groupId");
+    let subnets = moto.ec2_ids("DescribeSubnets", "subnetId");
+    let groups = moto.ec2_ids("DescribeSecurityGroups", "groupId");
     let (subnet_arg, group_arg) = (subnets[..2].join(","), groups[0].clone());
     let state = dir.path().join("state");
     let watch = || {

@@ -127,6 +127,62 @@ impl Moto {
             ("AWS_ENDPOINT_URL", self.endpoint()),
         ]
     }
+
+    /// [`Moto::aws_env`] with owned names, as `Storage::with_env` takes it.
+    pub fn aws_env_owned(&self) -> Vec<(String, String)> {
+        self.aws_env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
+    }
+
+    /// One plain HTTP/1.1 request to the server; the whole response as text.
+    fn request(&self, head: &str, body: &str) -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let req = format!(
+            "{head}\r\nHost: 127.0.0.1:{}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.port,
+            body.len()
+        );
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.write_all(req.as_bytes())?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)?;
+        Ok(resp)
+    }
+
+    /// Creates S3 buckets (moto takes an unsigned CreateBucket), retrying while the
+    /// server is still warming up, for up to a minute.
+    pub fn create_buckets(&self, buckets: &[&str]) {
+        let end = Instant::now() + Duration::from_secs(60);
+        for b in buckets {
+            loop {
+                match self.request(&format!("PUT /{b} HTTP/1.1"), "") {
+                    Ok(r) if r.starts_with("HTTP/1.1 200") => break,
+                    r if Instant::now() > end => panic!("CreateBucket {b} on moto: {r:?}"),
+                    _ => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+        }
+    }
+
+    /// The values of `<tag>` in an EC2 query answer (e.g. moto's default VPC's subnet
+    /// or security group ids for `DescribeSubnets`/`subnetId`).
+    pub fn ec2_ids(&self, action: &str, tag: &str) -> Vec<String> {
+        let resp = self
+            .request(
+                "POST / HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                 Authorization: AWS4-HMAC-SHA256 Credential=testing/20261127/us-east-1/ec2/aws4_request, SignedHeaders=host, Signature=0",
+                &format!("Action={action}&Version=2016-11-15"),
+            )
+            .unwrap();
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+        resp.split(&open)
+            .skip(1)
+            .filter_map(|r| r.split(&close).next())
+            .map(str::to_owned)
+            .collect()
+    }
 }
 
 impl Drop for Moto {

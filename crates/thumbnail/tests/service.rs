@@ -199,19 +199,10 @@ fn job_takes_the_original_environment_contract() {
 fn s3_input_and_output_against_moto() {
     let f = fixtures();
     let moto = fargo_testkit::Moto::start();
-    let env: Vec<(String, String)> = moto
-        .aws_env()
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+    let env = moto.aws_env_owned();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let storage = fargo_runtime::storage::Storage::with_env(env.clone());
-    // moto needs the bucket first; create it with a plain S3 CreateBucket.
-    let status = Command::new("python3")
-        .args(["-c", &format!("import urllib.request as u; u.urlopen(u.Request('{}/videos', method='PUT')).read(); u.urlopen(u.Request('{}/thumbs', method='PUT')).read()", moto.endpoint(), moto.endpoint())])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    moto.create_buckets(&["videos", "thumbs"]);
     let input = f.path("h264.mp4");
     rt.block_on(storage.write(
         "s3://videos/in/clip.mp4",
