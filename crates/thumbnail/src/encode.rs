@@ -69,26 +69,20 @@ pub fn encode(rgb: &frame::Video, format: ImageFormat, quality: u8) -> Result<Ve
             format.extension().to_uppercase()
         )
     })?;
-    let converted;
-    let input = if pix == Pixel::RGB24 {
-        rgb
-    } else {
-        let mut sws = scaling::Context::get(
-            Pixel::RGB24,
-            rgb.width(),
-            rgb.height(),
-            pix,
-            rgb.width(),
-            rgb.height(),
-            scaling::Flags::BICUBIC,
-        )
+    // Both lossy encoders take YUV, so the frame is always converted.
+    let mut sws = scaling::Context::get(
+        Pixel::RGB24,
+        rgb.width(),
+        rgb.height(),
+        pix,
+        rgb.width(),
+        rgb.height(),
+        scaling::Flags::BICUBIC,
+    )
+    .map_err(|e| format!("colour conversion: {e}"))?;
+    let mut f = frame::Video::empty();
+    sws.run(rgb, &mut f)
         .map_err(|e| format!("colour conversion: {e}"))?;
-        let mut out = frame::Video::empty();
-        sws.run(rgb, &mut out)
-            .map_err(|e| format!("colour conversion: {e}"))?;
-        converted = out;
-        &converted
-    };
     let mut enc = codec::Context::new_with_codec(codec)
         .encoder()
         .video()
@@ -98,22 +92,17 @@ pub fn encode(rgb: &frame::Video, format: ImageFormat, quality: u8) -> Result<Ve
     enc.set_format(pix);
     enc.set_time_base((1, 25));
     let mut opts = ff::Dictionary::new();
-    match format {
-        ImageFormat::Png => return Err("PNG is not encoded by FFmpeg here".into()),
-        ImageFormat::Jpeg => {
-            // Quality 100..1 maps onto MJPEG's qscale 2..31 (lower is better), as `-q:v` takes it.
-            enc.set_flags(codec::Flags::QSCALE);
-            enc.set_quality(qscale_lambda(q) as usize);
-            enc.set_color_range(ff::color::Range::JPEG);
-        }
-        ImageFormat::Webp => {
-            opts.set("quality", &q.to_string());
-        }
+    if format == ImageFormat::Jpeg {
+        // Quality 100..1 maps onto MJPEG's qscale 2..31 (lower is better), as `-q:v` takes it.
+        enc.set_flags(codec::Flags::QSCALE);
+        enc.set_quality(qscale_lambda(q) as usize);
+        enc.set_color_range(ff::color::Range::JPEG);
+    } else {
+        opts.set("quality", &q.to_string());
     }
     let mut enc = enc
         .open_with(opts)
         .map_err(|e| format!("opening the encoder: {e}"))?;
-    let mut f = input.clone();
     f.set_pts(Some(0));
     if format == ImageFormat::Jpeg {
         // MJPEG takes a fixed qscale from the frame, as the CLI's `-q:v` sets it.
