@@ -178,20 +178,14 @@ fn down_cleanly(stack: &mut Stack, ids: &[(String, String)]) -> Result<String, S
     stack.down()?;
     let took = start.elapsed();
     let until = since + took.as_secs() + 2;
-    let out = run(Command::new("docker").args([
-        "events",
-        "--since",
-        &since.to_string(),
-        "--until",
-        &until.to_string(),
-        "--filter",
+    let events = docker_events(
+        since,
+        until,
         &format!("label=com.docker.compose.project={}", stack.project),
-        "--filter",
-        "event=die",
-        "--format",
+        "die",
         "{{.Actor.ID}} {{index .Actor.Attributes \"exitCode\"}}",
-    ]))?;
-    let events = String::from_utf8_lossy(&out.stdout).to_string();
+    )?
+    .join("\n");
     let mut bad = Vec::new();
     let mut seen = Vec::new();
     for (service, id) in ids {
@@ -249,6 +243,23 @@ fn job_events(since: u64, event: &str) -> Result<Vec<String>, String> {
         .unwrap()
         .as_secs()
         + 1;
+    docker_events(
+        since,
+        until,
+        "label=fargo.job",
+        event,
+        "{{.Actor.ID}} {{index .Actor.Attributes \"name\"}}",
+    )
+}
+
+/// `docker events` between two Unix times for one label and event, one line per event.
+fn docker_events(
+    since: u64,
+    until: u64,
+    label: &str,
+    event: &str,
+    format: &str,
+) -> Result<Vec<String>, String> {
     let out = run(Command::new("docker").args([
         "events",
         "--since",
@@ -256,11 +267,11 @@ fn job_events(since: u64, event: &str) -> Result<Vec<String>, String> {
         "--until",
         &until.to_string(),
         "--filter",
-        "label=fargo.job",
+        label,
         "--filter",
         &format!("event={event}"),
         "--format",
-        "{{.Actor.ID}} {{index .Actor.Attributes \"name\"}}",
+        format,
     ]))?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
