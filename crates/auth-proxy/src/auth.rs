@@ -223,6 +223,8 @@ pub struct Jwks {
     refetch: Arc<Notify>,
     fetch_done: Notify,
     last_fetch: Mutex<Option<Instant>>,
+    /// A fetch is under way: an unknown `kid` waits for it rather than asking for another.
+    fetching: AtomicBool,
 }
 
 impl Jwks {
@@ -249,18 +251,28 @@ impl Jwks {
         self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Asks for a fetch because of an unknown `kid`, waiting for it when one is allowed
-    /// now; returns whether a fetch ran.
+    /// Asks for a fetch because of an unknown `kid` and waits for it, or for one already
+    /// under way; returns whether a fetch completed meanwhile (the key set may be new).
     async fn refetch(&self) -> bool {
-        {
-            let last = self.last_fetch.lock().unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|t| t.elapsed() < self.cfg.min_refetch) {
-                return false;
+        let asked = Instant::now();
+        let deadline = tokio::time::Instant::from_std(asked + self.cfg.timeout);
+        let mut waited = false;
+        loop {
+            let done = self.fetch_done.notified();
+            let started = *self.last_fetch.lock().unwrap_or_else(|e| e.into_inner());
+            if !self.fetching.load(Ordering::Acquire) {
+                // Done once a fetch started after the question has ended, or when the
+                // last one is too recent to ask again (its keys are the freshest allowed).
+                if started.is_some_and(|t| t >= asked || t.elapsed() < self.cfg.min_refetch) {
+                    return waited;
+                }
+                self.refetch.notify_one();
             }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                return waited;
+            }
+            waited = true;
         }
-        let done = self.fetch_done.notified();
-        self.refetch.notify_one();
-        tokio::time::timeout(self.cfg.timeout, done).await.is_ok()
     }
 
     async fn fetch(&self, client: &HttpClient) -> Result<Duration, String> {
@@ -399,7 +411,10 @@ fn spawn_jwks_task(jwks: &Arc<Jwks>, client: HttpClient) {
         let mut backoff = Duration::from_millis(250);
         loop {
             let Some(j) = weak.upgrade() else { return };
-            let wait = match j.fetch(&client).await {
+            j.fetching.store(true, Ordering::Release);
+            let fetched = j.fetch(&client).await;
+            j.fetching.store(false, Ordering::Release);
+            let wait = match fetched {
                 Ok(next) => {
                     backoff = Duration::from_millis(250);
                     next
@@ -456,6 +471,7 @@ impl JwtVerifier {
                     refetch: Arc::new(Notify::new()),
                     fetch_done: Notify::new(),
                     last_fetch: Mutex::new(None),
+                    fetching: AtomicBool::new(false),
                 });
                 spawn_jwks_task(&jwks, client);
                 Some(jwks)
