@@ -21,6 +21,8 @@
 
 use image::{GrayImage, RgbImage};
 
+mod vote;
+
 /// One circle found in the working picture.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Circle {
@@ -168,12 +170,12 @@ pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
             .collect();
         let Some(c) = refine(
             &planes,
-            &mask,
-            &score,
+            (&mask, &score),
             (sx, sy, sr),
             &others,
             params.rays,
             min_r,
+            Cue::Colour,
         ) else {
             continue;
         };
@@ -189,7 +191,92 @@ pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
         }
         found.push(c);
     }
+    // Coins the colour cue missed (a face the colour of the table) are found by their
+    // edges, at radii a coin could have next to those already found.
+    let known: Vec<(f64, f64, f64)> = found.iter().map(|c| (c.x, c.y, c.r)).collect();
+    // Only well-fitted circles keep edge voting away: a poor one may be a fragment of
+    // a coin that voting finds whole.
+    let settled: Vec<(f64, f64, f64)> = found
+        .iter()
+        .filter(|c| c.support >= SETTLED)
+        .map(|c| (c.x, c.y, c.r))
+        .collect();
+    if std::env::var("COIN_DEBUG").is_ok() {
+        for c in &found {
+            eprintln!("colour: {c:?}");
+        }
+    }
+    let (r_lo, r_hi) = match known.iter().map(|c| c.2).reduce(f64::min) {
+        Some(least) => {
+            let most = known.iter().map(|c| c.2).fold(0.0, f64::max);
+            ((least / RADIUS_SPAN).max(min_r), most * RADIUS_SPAN)
+        }
+        None => (min_r, MAX_RADIUS_FRAC * long),
+    };
+    let voted = vote::seeds(&planes, &settled, r_lo, r_hi.min(MAX_RADIUS_FRAC * long));
+    for (i, &seed) in voted.iter().enumerate() {
+        let others: Vec<(f64, f64, f64)> = known
+            .iter()
+            .chain(voted.iter().take(i))
+            .chain(voted.iter().skip(i + 1))
+            .copied()
+            .collect();
+        let Some(c) = refine(
+            &planes,
+            (&mask, &score),
+            seed,
+            &others,
+            params.rays,
+            min_r,
+            Cue::Edges,
+        ) else {
+            if std::env::var("COIN_DEBUG").is_ok() {
+                eprintln!("voted seed {seed:?} rejected by refine");
+            }
+            continue;
+        };
+        if std::env::var("COIN_DEBUG").is_ok() {
+            eprintln!("voted seed {seed:?} -> {c:?}");
+        }
+        // Coins do not overlap: a circle across one already found is its shadow or rim,
+        // unless what was found is a weaker circle inside this one (a fragment of its
+        // face, say a patch of relief the colour cue caught).
+        let overlapping: Vec<usize> = (0..found.len())
+            .filter(|&j| (found[j].x - c.x).hypot(found[j].y - c.y) < 0.85 * (found[j].r + c.r))
+            .collect();
+        let fragment = |o: &Circle| {
+            (o.x - c.x).hypot(o.y - c.y) < 0.9 * c.r
+                && o.r < 0.8 * c.r
+                && o.support + 0.1 <= c.support
+        };
+        if !overlapping.iter().all(|&j| fragment(&found[j])) {
+            continue;
+        }
+        for j in overlapping.into_iter().rev() {
+            found.remove(j);
+        }
+        found.push(c);
+    }
     found
+}
+
+/// Support of a circle that edge voting leaves alone.
+const SETTLED: f64 = 0.85;
+
+/// Largest over smallest diameter of US coins in circulation (half dollar over dime,
+/// 1.71) with room for perspective and error.
+const RADIUS_SPAN: f64 = 1.9;
+
+/// Largest coin radius looked for by edges alone, as a fraction of the long side.
+const MAX_RADIUS_FRAC: f64 = 0.15;
+
+/// What found a candidate, and so what its face must show to count as a coin.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Cue {
+    /// The colour mask: the face must be foreground or differ from the table on average.
+    Colour,
+    /// Edge voting: the face may match the table, so the rim must be a clean circle.
+    Edges,
 }
 
 /// Gaussian blur bit-identical to `imageproc::filter::gaussian_blur_f32` (same kernel,
@@ -980,6 +1067,11 @@ fn dark_valley(prof: &[[f32; 3]], bj: usize, m: usize) -> Option<f64> {
 /// How much darker than its brighter shoulder, relatively, a rim line must be.
 const VALLEY_DEPTH: f32 = 0.04;
 
+/// Share of rays and spread of the rim a circle found by edges alone must have: its face
+/// is no evidence, so the rim must be cleaner than a colour-found coin's.
+const EDGE_SUPPORT: f64 = 0.8;
+const EDGE_RMS: f64 = 0.04;
+
 /// An edge this strong relative to the ray's strongest counts as the rim.
 const INNER_EDGE: f32 = 1.0;
 
@@ -1019,12 +1111,12 @@ fn robust_fit(edges: &[(f64, f64, f64)]) -> Option<((f64, f64, f64), usize, f64)
 #[allow(clippy::too_many_arguments)]
 fn refine(
     p: &Planes,
-    mask: &GrayImage,
-    score: &[f32],
+    (mask, score): (&GrayImage, &[f32]),
     (sx, sy, sr): (f64, f64, f64),
     others: &[(f64, f64, f64)],
     rays: usize,
     min_r: f64,
+    cue: Cue,
 ) -> Option<Circle> {
     // Wide: a faint coin's seed may be a fragment of it.
     // Half the rays: this pass only has to find the coin, the next measures it.
@@ -1064,6 +1156,9 @@ fn refine(
     if r < min_r || 2 * inside < rays || support < 0.65 || rms > 0.06 * r + 0.3 {
         return None;
     }
+    if cue == Cue::Edges && (support < EDGE_SUPPORT || rms > EDGE_RMS * r + 0.3) {
+        return None;
+    }
     // The face must be foreground: a ring of edges around background is a hole or a ring.
     let (w, h) = (mask.width() as i64, mask.height() as i64);
     let (mut inside, mut fg, mut sc) = (0u32, 0u32, 0f64);
@@ -1090,7 +1185,8 @@ fn refine(
         }
     }
     // Faint coins fill little of the mask but still differ from the table on average.
-    if inside == 0 || (f64::from(fg) < 0.6 * f64::from(inside) && sc / f64::from(inside) < 2.5) {
+    let faint = f64::from(fg) < 0.6 * f64::from(inside) && sc / f64::from(inside) < 2.5;
+    if inside == 0 || (cue == Cue::Colour && faint) {
         return None;
     }
     let [mr, mg, mb] = sum.map(|s| s / f64::from(inside));

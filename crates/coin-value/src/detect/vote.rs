@@ -1,0 +1,268 @@
+//! The second cue: circles found by their edges alone, for coins whose colour matches the
+//! table (silver on grey stone) and so never enter the colour mask. Every edge pixel votes
+//! along its gradient for the centres it could belong to (the gradient Hough transform);
+//! a peak becomes a seed only if edges pointing at it cover most of a circle around it,
+//! which grain, weave and speckle do not.
+
+use super::Planes;
+
+/// Angular sectors a circle's edge coverage is counted in.
+const SECTORS: usize = 48;
+
+/// Share of a circle's sectors (those inside the picture) that radial edges must cover.
+const MIN_COVERAGE: f64 = 0.5;
+
+/// How closely an edge's gradient must point along the radius to count for a circle.
+const MIN_RADIAL_COS: f32 = 0.92;
+
+/// Most peaks examined: the rest are texture.
+const MAX_PEAKS: usize = 48;
+
+/// Edge map of the picture's lightness: gradient per pixel and thinned edge flags.
+struct Edges {
+    w: usize,
+    h: usize,
+    gx: Vec<f32>,
+    gy: Vec<f32>,
+    edge: Vec<bool>,
+}
+
+impl Edges {
+    /// Sobel gradients of lightness, kept where they are a local maximum across the edge
+    /// and stronger than `k` times the picture's median gradient (its texture), outside
+    /// the discs in `skip`.
+    fn new(p: &Planes, skip: &[(f64, f64, f64)], k: f32) -> Self {
+        let (w, h) = (p.w, p.h);
+        let l: Vec<f32> = (0..w * h)
+            .map(|i| p.c[0][i] + p.c[1][i] + p.c[2][i])
+            .collect();
+        let (mut gx, mut gy) = (vec![0f32; w * h], vec![0f32; w * h]);
+        let mut mag = vec![0f32; w * h];
+        for y in 1..h - 1 {
+            for x in 1..w - 1 {
+                let i = y * w + x;
+                let (a, b, c) = (l[i - w - 1], l[i - w], l[i - w + 1]);
+                let (d, f) = (l[i - 1], l[i + 1]);
+                let (g, hh, j) = (l[i + w - 1], l[i + w], l[i + w + 1]);
+                gx[i] = (c + 2.0 * f + j) - (a + 2.0 * d + g);
+                gy[i] = (g + 2.0 * hh + j) - (a + 2.0 * b + c);
+                mag[i] = gx[i].hypot(gy[i]);
+            }
+        }
+        let mut blocked = vec![false; w * h];
+        for &(cx, cy, r) in skip {
+            let rr = 1.25 * r + 2.0;
+            let (y0, y1) = ((cy - rr).max(0.0) as usize, ((cy + rr) as usize).min(h - 1));
+            let (x0, x1) = ((cx - rr).max(0.0) as usize, ((cx + rr) as usize).min(w - 1));
+            for y in y0..=y1 {
+                for x in x0..=x1 {
+                    if (x as f64 - cx).hypot(y as f64 - cy) <= rr {
+                        blocked[y * w + x] = true;
+                    }
+                }
+            }
+        }
+        let mut sample: Vec<f32> = mag
+            .iter()
+            .zip(&blocked)
+            .step_by(3)
+            .filter(|(_, b)| !**b)
+            .map(|(m, _)| *m)
+            .collect();
+        let t = (k * super::median(&mut sample)).max(12.0);
+        let mut edge = vec![false; w * h];
+        for y in 2..h - 2 {
+            for x in 2..w - 2 {
+                let i = y * w + x;
+                let m = mag[i];
+                if m < t || blocked[i] {
+                    continue;
+                }
+                // Non-maximum suppression across the edge, on the nearest of 4 directions.
+                let (ax, ay) = (gx[i].abs(), gy[i].abs());
+                let step: isize = if ax > 2.414 * ay {
+                    1
+                } else if ay > 2.414 * ax {
+                    w as isize
+                } else if (gx[i] > 0.0) == (gy[i] > 0.0) {
+                    w as isize + 1
+                } else {
+                    w as isize - 1
+                };
+                let (a, b) = (
+                    mag[(i as isize - step) as usize],
+                    mag[(i as isize + step) as usize],
+                );
+                edge[i] = m >= a && m > b;
+            }
+        }
+        Self { w, h, gx, gy, edge }
+    }
+}
+
+/// Seeds (x, y, r) of circles of radius `r_lo..=r_hi` that the edges support and that lie
+/// clear of the circles already found (`found`, as (x, y, r)).
+pub(super) fn seeds(
+    p: &Planes,
+    found: &[(f64, f64, f64)],
+    r_lo: f64,
+    r_hi: f64,
+) -> Vec<(f64, f64, f64)> {
+    let (w, h) = (p.w, p.h);
+    if w < 8 || h < 8 || r_hi < r_lo {
+        return Vec::new();
+    }
+    let e = Edges::new(p, found, 2.5);
+    // Votes along both directions of every edge's gradient: the face may be brighter or
+    // darker than the table, and a rim line has an edge on each side.
+    let mut acc = vec![0u16; w * h];
+    let (lo, hi) = (r_lo.floor() as usize, r_hi.ceil() as usize);
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            if !e.edge[i] {
+                continue;
+            }
+            let m = e.gx[i].hypot(e.gy[i]);
+            let (dx, dy) = (e.gx[i] / m, e.gy[i] / m);
+            for s in [-1f32, 1.0] {
+                for r in lo..=hi {
+                    let (vx, vy) = (x as f32 + s * r as f32 * dx, y as f32 + s * r as f32 * dy);
+                    if vx < 0.0 || vy < 0.0 {
+                        break;
+                    }
+                    let (vx, vy) = ((vx + 0.5) as usize, (vy + 0.5) as usize);
+                    if vx >= w || vy >= h {
+                        break;
+                    }
+                    let v = &mut acc[vy * w + vx];
+                    *v = v.saturating_add(1);
+                }
+            }
+        }
+    }
+    // 3 x 3 sums, so a centre spread over neighbouring pixels counts whole.
+    let mut sum = vec![0u32; w * h];
+    for y in 1..h - 1 {
+        for x in 1..w - 1 {
+            let mut s = 0u32;
+            for dy in 0..3 {
+                let r = (y + dy - 1) * w + x - 1;
+                s += u32::from(acc[r]) + u32::from(acc[r + 1]) + u32::from(acc[r + 2]);
+            }
+            sum[y * w + x] = s;
+        }
+    }
+    let mut peaks: Vec<(u32, usize, usize)> = Vec::new();
+    for y in 2..h - 2 {
+        for x in 2..w - 2 {
+            let s = sum[y * w + x];
+            if s < 8 {
+                continue;
+            }
+            let mut is_max = true;
+            'n: for dy in 0..5 {
+                for dx in 0..5 {
+                    let j = (y + dy - 2) * w + x + dx - 2;
+                    if sum[j] > s || (sum[j] == s && j < y * w + x) {
+                        is_max = false;
+                        break 'n;
+                    }
+                }
+            }
+            if is_max {
+                peaks.push((s, x, y));
+            }
+        }
+    }
+    peaks.sort_by(|a, b| b.0.cmp(&a.0));
+    peaks.truncate(MAX_PEAKS);
+    let mut out: Vec<(f64, f64, f64)> = Vec::new();
+    let dbg = std::env::var("COIN_DEBUG").is_ok();
+    if dbg {
+        eprintln!(
+            "vote: r {r_lo:.1}..{r_hi:.1} edges {}",
+            e.edge.iter().filter(|b| **b).count()
+        );
+    }
+    for (v, x, y) in peaks {
+        let (cx, cy) = (x as f64, y as f64);
+        if dbg {
+            eprintln!(
+                "peak {v} at ({x},{y}) radius {:?}",
+                best_radius(&e, (cx, cy), lo, hi)
+            );
+        }
+        let clear = |o: &(f64, f64, f64)| (o.0 - cx).hypot(o.1 - cy) > 0.8 * o.2;
+        if !found.iter().chain(&out).all(clear) {
+            continue;
+        }
+        if let Some((_, r)) = best_radius(&e, (cx, cy), lo, hi) {
+            out.push((cx, cy, r));
+        }
+    }
+    out
+}
+
+/// The radius around (cx, cy) whose circle radial edges cover best, if they cover enough.
+fn best_radius(e: &Edges, (cx, cy): (f64, f64), lo: usize, hi: usize) -> Option<(f64, f64)> {
+    let (w, h) = (e.w, e.h);
+    // Sector bits per whole-pixel radius.
+    let mut bits = vec![0u64; hi + 3];
+    let (x0, x1) = (
+        (cx - hi as f64 - 2.0).max(0.0) as usize,
+        ((cx + hi as f64 + 2.0) as usize).min(w - 1),
+    );
+    let (y0, y1) = (
+        (cy - hi as f64 - 2.0).max(0.0) as usize,
+        ((cy + hi as f64 + 2.0) as usize).min(h - 1),
+    );
+    for y in y0..=y1 {
+        for x in x0..=x1 {
+            let i = y * w + x;
+            if !e.edge[i] {
+                continue;
+            }
+            let (rx, ry) = (x as f64 - cx, y as f64 - cy);
+            let d = rx.hypot(ry);
+            if d < lo as f64 - 1.0 || d > hi as f64 + 1.0 || d < 1.0 {
+                continue;
+            }
+            let m = e.gx[i].hypot(e.gy[i]);
+            let cos = ((e.gx[i] as f64 * rx + e.gy[i] as f64 * ry) / (f64::from(m) * d)).abs();
+            if cos < f64::from(MIN_RADIAL_COS) {
+                continue;
+            }
+            let a = ry.atan2(rx).rem_euclid(std::f64::consts::TAU);
+            let s = ((a / std::f64::consts::TAU * SECTORS as f64) as usize).min(SECTORS - 1);
+            bits[d.round() as usize] |= 1 << s;
+        }
+    }
+    let mut best: Option<(f64, f64)> = None;
+    for r in lo.max(2)..=hi {
+        let covered = bits[r - 1] | bits[r] | bits[r + 1];
+        // Sectors whose arc leaves the picture cannot be covered and do not count.
+        let mut inside = 0u32;
+        let mut hit = 0u32;
+        for s in 0..SECTORS {
+            let a = (s as f64 + 0.5) / SECTORS as f64 * std::f64::consts::TAU;
+            let (px, py) = (cx + r as f64 * a.cos(), cy + r as f64 * a.sin());
+            if px < 1.0 || py < 1.0 || px > (w - 2) as f64 || py > (h - 2) as f64 {
+                continue;
+            }
+            inside += 1;
+            hit += u32::from(covered >> s & 1 == 1);
+        }
+        if (inside as usize) < SECTORS / 2 {
+            continue;
+        }
+        let c = f64::from(hit) / f64::from(inside);
+        if best.is_none_or(|(bc, _)| c > bc) {
+            best = Some((c, r as f64));
+        }
+    }
+    if std::env::var("COIN_DEBUG").is_ok() {
+        eprintln!("  best {best:?}");
+    }
+    best.filter(|b| b.0 >= MIN_COVERAGE)
+}
