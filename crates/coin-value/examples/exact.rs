@@ -9,13 +9,24 @@ fn main() {
         .skip(1)
         .filter_map(|a| a.parse().ok())
         .collect();
+    if std::env::args().nth(1).as_deref() == Some("profile") {
+        profile(args[0]);
+        return;
+    }
     if !args.is_empty() {
         for seed in args {
             detail(seed);
         }
         return;
     }
-    let seeds: Vec<u64> = (0..48).chain(1000..1048).collect();
+    // FARGO_FRESH=N adds seeds N..N+48, a set no one has looked at yet.
+    let fresh: Option<u64> = std::env::var("FARGO_FRESH")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let seeds: Vec<u64> = (0..48)
+        .chain(1000..1048)
+        .chain(fresh.into_iter().flat_map(|f| f..f + 48))
+        .collect();
     let results: Vec<(u64, bool, String)> = std::thread::scope(|s| {
         let chunks: Vec<_> = seeds
             .chunks(seeds.len().div_ceil(2))
@@ -55,8 +66,15 @@ fn main() {
         }
     }
     let set = results.iter().filter(|r| r.0 < 1000 && r.1).count();
-    let held = results.iter().filter(|r| r.0 >= 1000 && r.1).count();
+    let held = results
+        .iter()
+        .filter(|r| (1000..1048).contains(&r.0) && r.1)
+        .count();
     println!("synthetic set: {set}/48 exact; held-out: {held}/48 exact");
+    if let Some(f) = fresh {
+        let n = results.iter().filter(|r| r.0 >= f && r.1).count();
+        println!("fresh seeds {f}..{}: {n}/48 exact", f + 48);
+    }
 }
 
 /// Every true coin of `seed` with what was found at its place, then anything else found.
@@ -103,5 +121,47 @@ fn detail(seed: u64) {
             "  EXTRA {:?} ({:.0},{:.0}) {:.1}px",
             c.denomination, c.center_x, c.center_y, c.diameter_px
         );
+    }
+}
+
+/// Mean lightness around each true coin of `seed` against radius / true radius.
+fn profile(seed: u64) {
+    let (w, h) = if seed % 1000 < 24 {
+        (1600, 1200)
+    } else {
+        (1500, 2000)
+    };
+    let p = synth::render(seed, w, h);
+    let d = coin_value::decode::decode(&p.jpeg, &DecodeLimits::default()).unwrap();
+    let img = &d.image;
+    let f = d.factor;
+    let at = |x: f64, y: f64| -> f64 {
+        let (x, y) = (
+            x.clamp(0.0, img.width() as f64 - 2.0),
+            y.clamp(0.0, img.height() as f64 - 2.0),
+        );
+        let (x0, y0) = (x as u32, y as u32);
+        let (fx, fy) = (x - x0 as f64, y - y0 as f64);
+        let l = |x: u32, y: u32| img.get_pixel(x, y).0.iter().map(|&v| v as f64).sum::<f64>() / 3.0;
+        let a = l(x0, y0) * (1.0 - fx) + l(x0 + 1, y0) * fx;
+        let b = l(x0, y0 + 1) * (1.0 - fx) + l(x0 + 1, y0 + 1) * fx;
+        a * (1.0 - fy) + b * fy
+    };
+    println!("seed {seed}: {}", p.describe());
+    for t in &p.coins {
+        let (cx, cy, r) = (t.x / f, t.y / f, t.diameter_px / 2.0 / f);
+        let mut line = format!("{:?} r={r:.1}:", t.denomination);
+        for k in 0..=24 {
+            let q = 0.7 + 0.025 * k as f64;
+            let v: f64 = (0..64)
+                .map(|i| {
+                    let a = i as f64 * std::f64::consts::TAU / 64.0;
+                    at(cx + q * r * a.cos(), cy + q * r * a.sin())
+                })
+                .sum::<f64>()
+                / 64.0;
+            line += &format!(" {v:.0}");
+        }
+        println!("{line}");
     }
 }

@@ -142,9 +142,26 @@ fn copper_probability(coins: &[Circle]) -> Vec<f64> {
         .collect()
 }
 
+/// Pixels per millimetre, with copper coins measured at their own, slightly different
+/// scale (see `value`).
+#[derive(Debug, Clone, Copy)]
+struct Scale {
+    s: f64,
+    copper: f64,
+}
+
+impl Scale {
+    fn of(self, den: Denomination) -> f64 {
+        match den.metal() {
+            Metal::Copper => self.s * self.copper,
+            _ => self.s,
+        }
+    }
+}
+
 /// Cost of coin `d_px` (with copper probability `pc`) being `den` at scale `s`.
-fn cost(d_px: f64, pc: f64, sg: f64, den: Denomination, s: f64) -> f64 {
-    let e = (d_px / s / den.diameter_mm()).ln() / sg;
+fn cost(d_px: f64, pc: f64, sg: f64, den: Denomination, s: Scale) -> f64 {
+    let e = (d_px / s.of(den) / den.diameter_mm()).ln() / sg;
     let colour = match den.metal() {
         Metal::Copper => -pc.ln(),
         Metal::Silver => -(1.0 - pc).ln(),
@@ -154,7 +171,7 @@ fn cost(d_px: f64, pc: f64, sg: f64, den: Denomination, s: f64) -> f64 {
     0.5 * e * e + colour + den.rarity()
 }
 
-fn coin_cost(d_px: f64, pc: f64, sg: f64, s: f64) -> (f64, Option<Denomination>) {
+fn coin_cost(d_px: f64, pc: f64, sg: f64, s: Scale) -> (f64, Option<Denomination>) {
     let mut best = (OUTLIER, None);
     for den in Denomination::ALL {
         let c = cost(d_px, pc, sg, den, s);
@@ -187,49 +204,31 @@ pub fn value(coins: &[Circle], long_side: f64) -> Valuation {
         let z = (long_side / s / 220.0).ln() / 0.8;
         0.5 * z * z
     };
-    let total = |s: f64| -> f64 {
-        d.iter()
-            .zip(&pc)
-            .zip(&sg)
-            .map(|((&d, &p), &g)| coin_cost(d, p, g, s).0)
-            .sum::<f64>()
-            + prior(s)
+    // Copper coins are darker than silver ones, so on one table blur and shadow move
+    // their measured rims the opposite way: pennies may be measured at their own scale,
+    // a few percent off the other coins', when the picture holds both to compare.
+    let mixed = pc.iter().any(|&p| p > 0.5) && pc.iter().any(|&p| p <= 0.5);
+    let offsets: Vec<f64> = if mixed {
+        (0..=METAL_STEPS)
+            .map(|i| METAL_RANGE.powf(2.0 * i as f64 / METAL_STEPS as f64 - 1.0))
+            .collect()
+    } else {
+        vec![1.0]
     };
-    // The optimum sits where some coin is exactly some denomination, or between such
-    // points; try them all, then polish with assignments fixed.
-    let mut best = (f64::INFINITY, 1.0);
-    for &di in &d {
-        for den in Denomination::ALL {
-            let s = di / den.diameter_mm();
-            let t = total(s);
-            if t < best.0 {
-                best = (t, s);
-            }
+    let mut best: Option<(f64, Scale)> = None;
+    for k in offsets {
+        let (t, s) = fit_scale(&d, &pc, &sg, k, &prior);
+        let t = t + 0.5 * (k.ln() / METAL_SIGMA).powi(2);
+        if best.is_none_or(|b| t < b.0) {
+            best = Some((t, s));
         }
     }
-    let mut s = best.1;
-    for _ in 0..4 {
-        // Least squares of log-scale over coins that fit something.
-        let (mut num, mut n) = (0.0, 0.0);
-        for ((&di, &p), &g) in d.iter().zip(&pc).zip(&sg) {
-            if let (c, Some(den)) = coin_cost(di, p, g, s)
-                && c < OUTLIER
-            {
-                let wt = g.powi(-2);
-                num += wt * (di / den.diameter_mm()).ln();
-                n += wt;
-            }
-        }
-        if n == 0.0 {
-            break;
-        }
-        let s2 = (num / n).exp();
-        if total(s2) <= total(s) {
-            s = s2;
-        } else {
-            break;
-        }
-    }
+    let Some((_, s)) = best else {
+        return Valuation {
+            px_per_mm: 0.0,
+            coins: Vec::new(),
+        };
+    };
     let coins = d
         .iter()
         .zip(&pc)
@@ -248,12 +247,74 @@ pub fn value(coins: &[Circle], long_side: f64) -> Valuation {
             Valued {
                 denomination: den,
                 confidence,
-                diameter_mm: di / s,
+                diameter_mm: di / den.map_or(s.s, |den| s.of(den)),
             }
         })
         .collect();
     Valuation {
-        px_per_mm: s,
+        px_per_mm: s.s,
         coins,
     }
+}
+
+/// Relative scale of copper coins to silver ones considered (either way), in how many
+/// steps, and how unlikely a given offset is (log sigma).
+const METAL_RANGE: f64 = 1.15;
+const METAL_STEPS: usize = 14;
+const METAL_SIGMA: f64 = 0.05;
+
+/// The scale that best explains diameters `d` (working pixels) with pennies measured
+/// `copper` times larger, and its total cost.
+fn fit_scale(
+    d: &[f64],
+    pc: &[f64],
+    sg: &[f64],
+    copper: f64,
+    prior: &dyn Fn(f64) -> f64,
+) -> (f64, Scale) {
+    let at = |s: f64| Scale { s, copper };
+    let total = |s: f64| -> f64 {
+        d.iter()
+            .zip(pc)
+            .zip(sg)
+            .map(|((&d, &p), &g)| coin_cost(d, p, g, at(s)).0)
+            .sum::<f64>()
+            + prior(s)
+    };
+    // The optimum sits where some coin is exactly some denomination, or between such
+    // points; try them all, then polish with assignments fixed.
+    let mut best = (f64::INFINITY, 1.0);
+    for &di in d {
+        for den in Denomination::ALL {
+            let s = di / (at(1.0).of(den) * den.diameter_mm());
+            let t = total(s);
+            if t < best.0 {
+                best = (t, s);
+            }
+        }
+    }
+    let mut s = best.1;
+    for _ in 0..4 {
+        // Least squares of log-scale over coins that fit something.
+        let (mut num, mut n) = (0.0, 0.0);
+        for ((&di, &p), &g) in d.iter().zip(pc).zip(sg) {
+            if let (c, Some(den)) = coin_cost(di, p, g, at(s))
+                && c < OUTLIER
+            {
+                let wt = g.powi(-2);
+                num += wt * (di / (at(1.0).of(den) * den.diameter_mm())).ln();
+                n += wt;
+            }
+        }
+        if n == 0.0 {
+            break;
+        }
+        let s2 = (num / n).exp();
+        if total(s2) <= total(s) {
+            s = s2;
+        } else {
+            break;
+        }
+    }
+    (total(s), at(s))
 }

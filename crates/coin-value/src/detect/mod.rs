@@ -986,7 +986,9 @@ fn ray_edges(
                 stop = stop.min((d2 + rc * rc - or * or) / (2.0 * along) + 1.0);
             }
         }
+        // Nor do rays that reach a neighbour before the band starts.
         if stop < lo + 2.0 * step {
+            outside += 1;
             continue;
         }
         for (j, v) in prof.iter_mut().enumerate() {
@@ -1022,8 +1024,26 @@ fn ray_edges(
             0.0
         };
         let mut pos = bj as f64 + f64::from(off);
+        let edge_pos = pos;
         if let Some(v) = valley.and_then(|m| dark_valley(&prof, bj, m)) {
             pos = v;
+        }
+        if valley.is_some()
+            && std::env::var("COIN_DEBUG_AT").is_ok_and(|v| {
+                let xy: Vec<f64> = v.split(',').filter_map(|s| s.parse().ok()).collect();
+                (xy[0] - cx).hypot(xy[1] - cy) < 3.0
+            })
+        {
+            let l: Vec<String> = prof
+                .iter()
+                .map(|p| format!("{:.0}", (p[0] + p[1] + p[2]) / 3.0))
+                .collect();
+            eprintln!(
+                "ray {i}: edge at {:.2} rim at {:.2} (rc {rc:.2}) stop {stop:.1} prof {}",
+                (base + edge_pos * step) / rc,
+                (base + pos * step) / rc,
+                l.join(" ")
+            );
         }
         let t = base + pos * step;
         out.push((cx + dx * t, cy + dy * t, f64::from(best)));
@@ -1069,7 +1089,7 @@ const VALLEY_DEPTH: f32 = 0.04;
 
 /// Share of rays and spread of the rim a circle found by edges alone must have: its face
 /// is no evidence, so the rim must be cleaner than a colour-found coin's.
-const EDGE_SUPPORT: f64 = 0.8;
+const EDGE_SUPPORT: f64 = 0.75;
 const EDGE_RMS: f64 = 0.04;
 
 /// An edge this strong relative to the ray's strongest counts as the rim.
@@ -1153,6 +1173,11 @@ fn refine(
     // that stay inside, of which there must be most.
     let inside = rays - outside;
     let support = kept as f64 / inside.max(1) as f64;
+    if std::env::var("COIN_DEBUG").is_ok() && cue == Cue::Edges {
+        eprintln!(
+            "  refine ({cx:.1},{cy:.1},{r:.2}) inside {inside}/{rays} support {support:.2} rms {rms:.2}"
+        );
+    }
     if r < min_r || 2 * inside < rays || support < 0.65 || rms > 0.06 * r + 0.3 {
         return None;
     }
