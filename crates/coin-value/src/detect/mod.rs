@@ -1181,7 +1181,9 @@ fn refine(
     if r < min_r || 2 * inside < rays || support < 0.65 || rms > 0.06 * r + 0.3 {
         return None;
     }
-    if cue == Cue::Edges && (support < EDGE_SUPPORT || rms > EDGE_RMS * r + 0.3) {
+    if cue == Cue::Edges
+        && (support < EDGE_SUPPORT || rms > EDGE_RMS * r + 0.3 || 4 * inside < 3 * rays)
+    {
         return None;
     }
     // The face must be foreground: a ring of edges around background is a hole or a ring.
