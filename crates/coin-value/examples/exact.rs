@@ -79,11 +79,16 @@ fn main() {
 
 /// Every true coin of `seed` with what was found at its place, then anything else found.
 fn detail(seed: u64) {
-    let (w, h) = if seed % 1000 < 24 {
+    // FARGO_SIZE=4032x3024 renders the seed at another size.
+    let size: Option<(u32, u32)> = std::env::var("FARGO_SIZE").ok().and_then(|v| {
+        let (w, h) = v.split_once('x')?;
+        Some((w.parse().ok()?, h.parse().ok()?))
+    });
+    let (w, h) = size.unwrap_or(if seed % 1000 < 24 {
         (1600, 1200)
     } else {
         (1500, 2000)
-    };
+    });
     let p = synth::render(seed, w, h);
     let r = count(&p.jpeg, &DecodeLimits::default(), false).unwrap();
     println!("seed {seed}: {} px/mm {:.3}", p.describe(), r.pixels_per_mm);

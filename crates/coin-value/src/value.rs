@@ -142,44 +142,71 @@ fn copper_probability(coins: &[Circle]) -> Vec<f64> {
         .collect()
 }
 
-/// Pixels per millimetre, with copper coins measured at their own, slightly different
+/// Log pixels per millimetre, with pennies measured at their own, slightly different
 /// scale (see `value`).
 #[derive(Debug, Clone, Copy)]
 struct Scale {
-    s: f64,
-    copper: f64,
+    ln_s: f64,
+    ln_copper: f64,
 }
 
 impl Scale {
-    fn of(self, den: Denomination) -> f64 {
+    fn ln_of(self, den: Denomination) -> f64 {
         match den.metal() {
-            Metal::Copper => self.s * self.copper,
-            _ => self.s,
+            Metal::Copper => self.ln_s + self.ln_copper,
+            _ => self.ln_s,
         }
     }
 }
 
-/// Cost of coin `d_px` (with copper probability `pc`) being `den` at scale `s`.
-fn cost(d_px: f64, pc: f64, sg: f64, den: Denomination, s: Scale) -> f64 {
-    let e = (d_px / s.of(den) / den.diameter_mm()).ln() / sg;
-    let colour = match den.metal() {
-        Metal::Copper => -pc.ln(),
-        Metal::Silver => -(1.0 - pc).ln(),
-        // Brass reads as either; never as likely as the right metal.
-        Metal::Brass => -(0.15f64).ln(),
-    };
-    0.5 * e * e + colour + den.rarity()
+/// One coin's part of the cost, with every logarithm taken once: the scale search
+/// evaluates it tens of thousands of times.
+struct Term {
+    ln_d: f64,
+    /// `ln(d_px / diameter_mm)` per denomination: the log scale at which it fits exactly.
+    ln_fit: [f64; 6],
+    sg: f64,
+    /// Colour and rarity cost per denomination, in `Denomination::ALL` order.
+    prior: [f64; 6],
 }
 
-fn coin_cost(d_px: f64, pc: f64, sg: f64, s: Scale) -> (f64, Option<Denomination>) {
-    let mut best = (OUTLIER, None);
-    for den in Denomination::ALL {
-        let c = cost(d_px, pc, sg, den, s);
-        if c < best.0 {
-            best = (c, Some(den));
+impl Term {
+    fn new(d_px: f64, pc: f64, sg: f64) -> Self {
+        let prior = Denomination::ALL.map(|den| {
+            let colour = match den.metal() {
+                Metal::Copper => -pc.ln(),
+                Metal::Silver => -(1.0 - pc).ln(),
+                // Brass reads as either; never as likely as the right metal.
+                Metal::Brass => -(0.15f64).ln(),
+            };
+            colour + den.rarity()
+        });
+        let ln_d = d_px.ln();
+        Self {
+            ln_d,
+            ln_fit: Denomination::ALL.map(|den| ln_d - den.diameter_mm().ln()),
+            sg,
+            prior,
         }
     }
-    best
+
+    /// Cost of this coin being `Denomination::ALL[j]` at scale `s`.
+    fn cost(&self, j: usize, s: Scale) -> f64 {
+        let den = Denomination::ALL[j];
+        let e = (self.ln_fit[j] - s.ln_of(den)) / self.sg;
+        0.5 * e * e + self.prior[j]
+    }
+
+    fn best(&self, s: Scale) -> (f64, Option<Denomination>) {
+        let mut best = (OUTLIER, None);
+        for (j, den) in Denomination::ALL.into_iter().enumerate() {
+            let c = self.cost(j, s);
+            if c < best.0 {
+                best = (c, Some(den));
+            }
+        }
+        best
+    }
 }
 
 /// Chooses the scale and values every coin; `long_side` (working pixels) gives a weak
@@ -192,16 +219,19 @@ pub fn value(coins: &[Circle], long_side: f64) -> Valuation {
         };
     }
     let pc = copper_probability(coins);
-    let d: Vec<f64> = coins.iter().map(|c| 2.0 * c.r).collect();
     // A rim that only some of the rays agree on is measured less surely.
-    let sg: Vec<f64> = coins
+    let terms: Vec<Term> = coins
         .iter()
-        .zip(&d)
-        .map(|(c, &d)| sigma_of(d) / c.support.clamp(0.5, 1.0))
+        .zip(&pc)
+        .map(|(c, &p)| {
+            let d = 2.0 * c.r;
+            Term::new(d, p, sigma_of(d) / c.support.clamp(0.5, 1.0))
+        })
         .collect();
     // A phone photo of coins on a table frames about 15-40 cm across.
-    let prior = |s: f64| {
-        let z = (long_side / s / 220.0).ln() / 0.8;
+    let ln_long = long_side.ln();
+    let prior = |ln_s: f64| {
+        let z = (ln_long - ln_s - 220f64.ln()) / 0.8;
         0.5 * z * z
     };
     // Copper coins are darker than silver ones, so on one table blur and shadow move
@@ -210,15 +240,15 @@ pub fn value(coins: &[Circle], long_side: f64) -> Valuation {
     let mixed = pc.iter().any(|&p| p > 0.5) && pc.iter().any(|&p| p <= 0.5);
     let offsets: Vec<f64> = if mixed {
         (0..=METAL_STEPS)
-            .map(|i| METAL_RANGE.powf(2.0 * i as f64 / METAL_STEPS as f64 - 1.0))
+            .map(|i| METAL_RANGE.ln() * (2.0 * i as f64 / METAL_STEPS as f64 - 1.0))
             .collect()
     } else {
-        vec![1.0]
+        vec![0.0]
     };
     let mut best: Option<(f64, Scale)> = None;
-    for k in offsets {
-        let (t, s) = fit_scale(&d, &pc, &sg, k, &prior);
-        let t = t + 0.5 * (k.ln() / METAL_SIGMA).powi(2);
+    for ln_k in offsets {
+        let (t, s) = fit_scale(&terms, ln_k, &prior);
+        let t = t + 0.5 * (ln_k / METAL_SIGMA).powi(2);
         if best.is_none_or(|b| t < b.0) {
             best = Some((t, s));
         }
@@ -229,30 +259,28 @@ pub fn value(coins: &[Circle], long_side: f64) -> Valuation {
             coins: Vec::new(),
         };
     };
-    let coins = d
+    let coins = terms
         .iter()
-        .zip(&pc)
-        .zip(&sg)
-        .map(|((&di, &p), &g)| {
-            let (_, den) = coin_cost(di, p, g, s);
+        .map(|t| {
+            let (_, den) = t.best(s);
             let confidence = den.map_or(0.0, |den| {
-                let mine = (-cost(di, p, g, den, s)).exp();
-                let all: f64 = Denomination::ALL
+                let costs = std::array::from_fn::<f64, 6, _>(|j| (-t.cost(j, s)).exp());
+                let mine = costs[Denomination::ALL
                     .iter()
-                    .map(|&o| (-cost(di, p, g, o, s)).exp())
-                    .sum::<f64>()
-                    + (-OUTLIER).exp();
-                mine / all
+                    .position(|&d| d == den)
+                    .unwrap_or(0)];
+                mine / (costs.iter().sum::<f64>() + (-OUTLIER).exp())
             });
+            let ln_scale = den.map_or(s.ln_s, |den| s.ln_of(den));
             Valued {
                 denomination: den,
                 confidence,
-                diameter_mm: di / den.map_or(s.s, |den| s.of(den)),
+                diameter_mm: (t.ln_d - ln_scale).exp(),
             }
         })
         .collect();
     Valuation {
-        px_per_mm: s.s,
+        px_per_mm: s.ln_s.exp(),
         coins,
     }
 }
@@ -263,58 +291,50 @@ const METAL_RANGE: f64 = 1.15;
 const METAL_STEPS: usize = 14;
 const METAL_SIGMA: f64 = 0.05;
 
-/// The scale that best explains diameters `d` (working pixels) with pennies measured
-/// `copper` times larger, and its total cost.
-fn fit_scale(
-    d: &[f64],
-    pc: &[f64],
-    sg: &[f64],
-    copper: f64,
-    prior: &dyn Fn(f64) -> f64,
-) -> (f64, Scale) {
-    let at = |s: f64| Scale { s, copper };
-    let total = |s: f64| -> f64 {
-        d.iter()
-            .zip(pc)
-            .zip(sg)
-            .map(|((&d, &p), &g)| coin_cost(d, p, g, at(s)).0)
-            .sum::<f64>()
-            + prior(s)
-    };
+/// The scale that best explains every coin with pennies measured `exp(ln_copper)`
+/// times larger, and its total cost.
+fn fit_scale(terms: &[Term], ln_copper: f64, prior: &dyn Fn(f64) -> f64) -> (f64, Scale) {
+    let at = |ln_s: f64| Scale { ln_s, ln_copper };
+    let total =
+        |ln_s: f64| -> f64 { terms.iter().map(|t| t.best(at(ln_s)).0).sum::<f64>() + prior(ln_s) };
     // The optimum sits where some coin is exactly some denomination, or between such
     // points; try them all, then polish with assignments fixed.
-    let mut best = (f64::INFINITY, 1.0);
-    for &di in d {
-        for den in Denomination::ALL {
-            let s = di / (at(1.0).of(den) * den.diameter_mm());
-            let t = total(s);
-            if t < best.0 {
-                best = (t, s);
+    let mut best = (f64::INFINITY, 0.0);
+    for t in terms {
+        for (j, den) in Denomination::ALL.into_iter().enumerate() {
+            let ln_s = t.ln_fit[j] - at(0.0).ln_of(den);
+            let c = total(ln_s);
+            if c < best.0 {
+                best = (c, ln_s);
             }
         }
     }
-    let mut s = best.1;
+    let mut ln_s = best.1;
     for _ in 0..4 {
         // Least squares of log-scale over coins that fit something.
         let (mut num, mut n) = (0.0, 0.0);
-        for ((&di, &p), &g) in d.iter().zip(pc).zip(sg) {
-            if let (c, Some(den)) = coin_cost(di, p, g, at(s))
+        for t in terms {
+            if let (c, Some(den)) = t.best(at(ln_s))
                 && c < OUTLIER
             {
-                let wt = g.powi(-2);
-                num += wt * (di / (at(1.0).of(den) * den.diameter_mm())).ln();
+                let j = Denomination::ALL
+                    .iter()
+                    .position(|&d| d == den)
+                    .unwrap_or(0);
+                let wt = t.sg.powi(-2);
+                num += wt * (t.ln_fit[j] - at(0.0).ln_of(den));
                 n += wt;
             }
         }
         if n == 0.0 {
             break;
         }
-        let s2 = (num / n).exp();
-        if total(s2) <= total(s) {
-            s = s2;
+        let next = num / n;
+        if total(next) <= total(ln_s) {
+            ln_s = next;
         } else {
             break;
         }
     }
-    (total(s), at(s))
+    (total(ln_s), at(ln_s))
 }

@@ -140,6 +140,7 @@ pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
     if w < 8 || h < 8 {
         return Vec::new();
     }
+    let t0 = std::time::Instant::now();
     let planes = Planes::blurred(img, 1.0);
     let long = w.max(h) as f64;
     // The score is taken on a softer copy: coins are tens of pixels wide, table texture
@@ -193,6 +194,7 @@ pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
     }
     // Coins the colour cue missed (a face the colour of the table) are found by their
     // edges, at radii a coin could have next to those already found.
+    let t1 = t0.elapsed();
     let known: Vec<(f64, f64, f64)> = found.iter().map(|c| (c.x, c.y, c.r)).collect();
     // Only well-fitted circles keep edge voting away: a poor one may be a fragment of
     // a coin that voting finds whole.
@@ -214,6 +216,7 @@ pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
         None => (min_r, MAX_RADIUS_FRAC * long),
     };
     let voted = vote::seeds(&planes, &settled, r_lo, r_hi.min(MAX_RADIUS_FRAC * long));
+    let t2 = t0.elapsed();
     for (i, &seed) in voted.iter().enumerate() {
         let others: Vec<(f64, f64, f64)> = known
             .iter()
@@ -239,14 +242,15 @@ pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
             eprintln!("voted seed {seed:?} -> {c:?}");
         }
         // Coins do not overlap: a circle across one already found is its shadow or rim,
-        // unless what was found is a weaker circle inside this one (a fragment of its
-        // face, say a patch of relief the colour cue caught).
+        // unless what was found is a weaker circle centred inside this one (a fragment
+        // of its face, say a patch of relief the colour cue caught, or the same coin
+        // measured across a touching neighbour's edge).
         let overlapping: Vec<usize> = (0..found.len())
             .filter(|&j| (found[j].x - c.x).hypot(found[j].y - c.y) < 0.85 * (found[j].r + c.r))
             .collect();
         let fragment = |o: &Circle| {
             (o.x - c.x).hypot(o.y - c.y) < 0.9 * c.r
-                && o.r < 0.8 * c.r
+                && o.r < 1.25 * c.r
                 && o.support + 0.1 <= c.support
         };
         if !overlapping.iter().all(|&j| fragment(&found[j])) {
@@ -256,6 +260,13 @@ pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
             found.remove(j);
         }
         found.push(c);
+    }
+    if std::env::var("COIN_TIME").is_ok() {
+        eprintln!(
+            "colour {t1:?} vote {:?} refine {:?}",
+            t2 - t1,
+            t0.elapsed() - t2
+        );
     }
     found
 }
@@ -956,9 +967,9 @@ fn ray_edges(
     inner: f32,
     (rc, others): (f64, &[(f64, f64, f64)]),
     valley: Option<usize>,
-) -> (Vec<(f64, f64, f64)>, usize) {
+) -> (Vec<(f64, f64, f64)>, usize, usize) {
     let step = 0.5;
-    let mut outside = 0;
+    let (mut outside, mut blocked) = (0, 0);
     // The valley search looks `pre` samples further in than the edge search.
     let pre = 2 * valley.unwrap_or(0);
     let base = lo - step - pre as f64 * step;
@@ -988,7 +999,7 @@ fn ray_edges(
         }
         // Nor do rays that reach a neighbour before the band starts.
         if stop < lo + 2.0 * step {
-            outside += 1;
+            blocked += 1;
             continue;
         }
         for (j, v) in prof.iter_mut().enumerate() {
@@ -1048,7 +1059,7 @@ fn ray_edges(
         let t = base + pos * step;
         out.push((cx + dx * t, cy + dy * t, f64::from(best)));
     }
-    (out, outside)
+    (out, outside, blocked)
 }
 
 /// Where a coin lies on a table its rim is a dark line (the coin's bevel, the contact
@@ -1140,7 +1151,7 @@ fn refine(
 ) -> Option<Circle> {
     // Wide: a faint coin's seed may be a fragment of it.
     // Half the rays: this pass only has to find the coin, the next measures it.
-    let (edges, _) = ray_edges(
+    let (edges, _, _) = ray_edges(
         p,
         (sx, sy),
         0.5 * sr,
@@ -1158,7 +1169,7 @@ fn refine(
     // Valley search within 15% of the radius (three working pixels at least) of the
     // edge: a soft cast shadow moves the edge that far out.
     let m = ((0.15 * r).max(3.0) / 0.5).round() as usize;
-    let (edges, outside) = ray_edges(
+    let (edges, outside, blocked) = ray_edges(
         p,
         (cx, cy),
         0.8 * r,
@@ -1169,16 +1180,23 @@ fn refine(
         Some(m),
     );
     let ((cx, cy, r), kept, rms) = robust_fit(&edges)?;
-    // The picture's border is no evidence against a circle: support counts the rays
-    // that stay inside, of which there must be most.
+    // The picture's border and touching neighbours are no evidence against a circle:
+    // support counts the rays that reach the rim's band, of which there must be
+    // enough, and most rays must stay inside the picture.
     let inside = rays - outside;
-    let support = kept as f64 / inside.max(1) as f64;
+    let evidence = inside - blocked;
+    let support = kept as f64 / evidence.max(1) as f64;
     if std::env::var("COIN_DEBUG").is_ok() && cue == Cue::Edges {
         eprintln!(
             "  refine ({cx:.1},{cy:.1},{r:.2}) inside {inside}/{rays} support {support:.2} rms {rms:.2}"
         );
     }
-    if r < min_r || 2 * inside < rays || support < 0.65 || rms > 0.06 * r + 0.3 {
+    if r < min_r
+        || 2 * inside < rays
+        || 3 * evidence < rays
+        || support < 0.65
+        || rms > 0.06 * r + 0.3
+    {
         return None;
     }
     if cue == Cue::Edges

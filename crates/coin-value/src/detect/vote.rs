@@ -33,30 +33,58 @@ impl Edges {
     /// the discs in `skip`.
     fn new(p: &Planes, skip: &[(f64, f64, f64)], k: f32) -> Self {
         let (w, h) = (p.w, p.h);
-        let l: Vec<f32> = (0..w * h)
-            .map(|i| p.c[0][i] + p.c[1][i] + p.c[2][i])
-            .collect();
+        let q0 = std::time::Instant::now();
         let (mut gx, mut gy) = (vec![0f32; w * h], vec![0f32; w * h]);
         let mut mag = vec![0f32; w * h];
-        for y in 1..h - 1 {
+        // Sobel on lightness, from three rolling rows of it: smooth or difference
+        // across each row, then combine the rows above and below.
+        let light = |y: usize, out: &mut [f32]| {
+            let (r, g, b) = (
+                &p.c[0][y * w..(y + 1) * w],
+                &p.c[1][y * w..(y + 1) * w],
+                &p.c[2][y * w..(y + 1) * w],
+            );
+            for (((o, r), g), b) in out.iter_mut().zip(r).zip(g).zip(b) {
+                *o = r + g + b;
+            }
+        };
+        let across = |l: &[f32], sm: &mut [f32], df: &mut [f32]| {
             for x in 1..w - 1 {
-                let i = y * w + x;
-                let (a, b, c) = (l[i - w - 1], l[i - w], l[i - w + 1]);
-                let (d, f) = (l[i - 1], l[i + 1]);
-                let (g, hh, j) = (l[i + w - 1], l[i + w], l[i + w + 1]);
-                gx[i] = (c + 2.0 * f + j) - (a + 2.0 * d + g);
-                gy[i] = (g + 2.0 * hh + j) - (a + 2.0 * b + c);
-                mag[i] = gx[i].hypot(gy[i]);
+                sm[x] = l[x - 1] + 2.0 * l[x] + l[x + 1];
+                df[x] = l[x + 1] - l[x - 1];
+            }
+        };
+        let mut l = vec![0f32; w];
+        let mut rows: [(Vec<f32>, Vec<f32>); 3] =
+            std::array::from_fn(|_| (vec![0f32; w], vec![0f32; w]));
+        for y in 0..h {
+            rows.rotate_left(1);
+            light(y, &mut l);
+            let (sm, df) = &mut rows[2];
+            across(&l, sm, df);
+            if y < 2 {
+                continue;
+            }
+            let (up, mid, dn) = (&rows[0], &rows[1], &rows[2]);
+            let o = (y - 1) * w;
+            for x in 1..w - 1 {
+                let a = up.1[x] + 2.0 * mid.1[x] + dn.1[x];
+                let b = dn.0[x] - up.0[x];
+                gx[o + x] = a;
+                gy[o + x] = b;
+                mag[o + x] = (a * a + b * b).sqrt();
             }
         }
+        let q1 = q0.elapsed();
         let mut blocked = vec![false; w * h];
         for &(cx, cy, r) in skip {
             let rr = 1.25 * r + 2.0;
             let (y0, y1) = ((cy - rr).max(0.0) as usize, ((cy + rr) as usize).min(h - 1));
             let (x0, x1) = ((cx - rr).max(0.0) as usize, ((cx + rr) as usize).min(w - 1));
             for y in y0..=y1 {
+                let dy2 = (y as f64 - cy).powi(2);
                 for x in x0..=x1 {
-                    if (x as f64 - cx).hypot(y as f64 - cy) <= rr {
+                    if (x as f64 - cx).powi(2) + dy2 <= rr * rr {
                         blocked[y * w + x] = true;
                     }
                 }
@@ -70,6 +98,7 @@ impl Edges {
             .map(|(m, _)| *m)
             .collect();
         let t = (k * super::median(&mut sample)).max(12.0);
+        let q2 = q0.elapsed();
         let mut edge = vec![false; w * h];
         for y in 2..h - 2 {
             for x in 2..w - 2 {
@@ -96,6 +125,13 @@ impl Edges {
                 edge[i] = m >= a && m > b;
             }
         }
+        if std::env::var("COIN_TIME").is_ok() {
+            eprintln!(
+                "  sobel {q1:?} block+median {:?} nms {:?}",
+                q2 - q1,
+                q0.elapsed() - q2
+            );
+        }
         Self { w, h, gx, gy, edge }
     }
 }
@@ -112,7 +148,9 @@ pub(super) fn seeds(
     if w < 8 || h < 8 || r_hi < r_lo {
         return Vec::new();
     }
+    let t0 = std::time::Instant::now();
     let e = Edges::new(p, found, 2.5);
+    let ta = t0.elapsed();
     // Votes along both directions of every edge's gradient: the face may be brighter or
     // darker than the table, and a rim line has an edge on each side.
     let mut acc = vec![0u16; w * h];
@@ -123,7 +161,7 @@ pub(super) fn seeds(
             if !e.edge[i] {
                 continue;
             }
-            let m = e.gx[i].hypot(e.gy[i]);
+            let m = (e.gx[i] * e.gx[i] + e.gy[i] * e.gy[i]).sqrt();
             let (dx, dy) = (e.gx[i] / m, e.gy[i] / m);
             for s in [-1f32, 1.0] {
                 for r in lo..=hi {
@@ -141,6 +179,7 @@ pub(super) fn seeds(
             }
         }
     }
+    let tb = t0.elapsed();
     // 3 x 3 sums, so a centre spread over neighbouring pixels counts whole.
     let mut sum = vec![0u32; w * h];
     for y in 1..h - 1 {
@@ -175,6 +214,7 @@ pub(super) fn seeds(
             }
         }
     }
+    let tc = t0.elapsed();
     peaks.sort_by(|a, b| b.0.cmp(&a.0));
     peaks.truncate(MAX_PEAKS);
     let mut out: Vec<(f64, f64, f64)> = Vec::new();
@@ -201,6 +241,15 @@ pub(super) fn seeds(
             out.push((cx, cy, r));
         }
     }
+    if std::env::var("COIN_TIME").is_ok() {
+        eprintln!(
+            "edges {ta:?} votes {:?} peaks {:?} radii {:?} (r {lo}..{hi}, {} edges)",
+            tb - ta,
+            tc - tb,
+            t0.elapsed() - tc,
+            e.edge.iter().filter(|b| **b).count()
+        );
+    }
     out
 }
 
@@ -224,11 +273,11 @@ fn best_radius(e: &Edges, (cx, cy): (f64, f64), lo: usize, hi: usize) -> Option<
                 continue;
             }
             let (rx, ry) = (x as f64 - cx, y as f64 - cy);
-            let d = rx.hypot(ry);
+            let d = (rx * rx + ry * ry).sqrt();
             if d < lo as f64 - 1.0 || d > hi as f64 + 1.0 || d < 1.0 {
                 continue;
             }
-            let m = e.gx[i].hypot(e.gy[i]);
+            let m = (e.gx[i] * e.gx[i] + e.gy[i] * e.gy[i]).sqrt();
             let cos = ((e.gx[i] as f64 * rx + e.gy[i] as f64 * ry) / (f64::from(m) * d)).abs();
             if cos < f64::from(MIN_RADIAL_COS) {
                 continue;
@@ -238,21 +287,28 @@ fn best_radius(e: &Edges, (cx, cy): (f64, f64), lo: usize, hi: usize) -> Option<
             bits[d.round() as usize] |= 1 << s;
         }
     }
+    let dirs: [(f64, f64); SECTORS] = std::array::from_fn(|s| {
+        let a = (s as f64 + 0.5) / SECTORS as f64 * std::f64::consts::TAU;
+        (a.cos(), a.sin())
+    });
     let mut best: Option<(f64, f64)> = None;
     for r in lo.max(2)..=hi {
         let covered = bits[r - 1] | bits[r] | bits[r + 1];
+        let rf = r as f64;
         // Sectors whose arc leaves the picture cannot be covered and do not count.
-        let mut inside = 0u32;
-        let mut hit = 0u32;
-        for s in 0..SECTORS {
-            let a = (s as f64 + 0.5) / SECTORS as f64 * std::f64::consts::TAU;
-            let (px, py) = (cx + r as f64 * a.cos(), cy + r as f64 * a.sin());
-            if px < 1.0 || py < 1.0 || px > (w - 2) as f64 || py > (h - 2) as f64 {
-                continue;
+        let clipped =
+            cx < rf + 1.0 || cy < rf + 1.0 || cx + rf > (w - 2) as f64 || cy + rf > (h - 2) as f64;
+        let mut inside_bits = u64::MAX >> (64 - SECTORS);
+        if clipped {
+            for (s, &(dx, dy)) in dirs.iter().enumerate() {
+                let (px, py) = (cx + rf * dx, cy + rf * dy);
+                if px < 1.0 || py < 1.0 || px > (w - 2) as f64 || py > (h - 2) as f64 {
+                    inside_bits &= !(1 << s);
+                }
             }
-            inside += 1;
-            hit += u32::from(covered >> s & 1 == 1);
         }
+        let inside = inside_bits.count_ones();
+        let hit = (covered & inside_bits).count_ones();
         if (inside as usize) < SECTORS / 2 {
             continue;
         }
