@@ -215,7 +215,8 @@ pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
         }
         None => (min_r, MAX_RADIUS_FRAC * long),
     };
-    let voted = vote::seeds(&planes, &settled, r_lo, r_hi.min(MAX_RADIUS_FRAC * long));
+    let edges = vote::Edges::new(&planes, &settled, 2.5);
+    let voted = vote::seeds(&edges, &settled, r_lo, r_hi.min(MAX_RADIUS_FRAC * long));
     let t2 = t0.elapsed();
     for (i, &seed) in voted.iter().enumerate() {
         let others: Vec<(f64, f64, f64)> = known
@@ -238,8 +239,12 @@ pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
             }
             continue;
         };
+        let contrast = edges.rim_contrast(c.x, c.y, c.r);
         if std::env::var("COIN_DEBUG").is_ok() {
-            eprintln!("voted seed {seed:?} -> {c:?}");
+            eprintln!("voted seed {seed:?} -> {c:?} contrast {contrast:.2}");
+        }
+        if contrast < MIN_RIM_CONTRAST {
+            continue;
         }
         // Coins do not overlap: a circle across one already found is its shadow or rim,
         // unless what was found is a weaker circle centred inside this one (a fragment
@@ -270,6 +275,10 @@ pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
     }
     found
 }
+
+/// How much stronger than the table's texture a circle found by edges alone must be
+/// along its rim: round blobs of cloth or stone texture reach 2 to 3.
+const MIN_RIM_CONTRAST: f64 = 3.5;
 
 /// Support of a circle that edge voting leaves alone.
 const SETTLED: f64 = 0.85;

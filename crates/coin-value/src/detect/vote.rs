@@ -19,19 +19,22 @@ const MIN_RADIAL_COS: f32 = 0.92;
 const MAX_PEAKS: usize = 48;
 
 /// Edge map of the picture's lightness: gradient per pixel and thinned edge flags.
-struct Edges {
+pub(super) struct Edges {
     w: usize,
     h: usize,
     gx: Vec<f32>,
     gy: Vec<f32>,
+    mag: Vec<f32>,
     edge: Vec<bool>,
+    /// Median gradient outside the skipped discs: the table's texture.
+    texture: f32,
 }
 
 impl Edges {
     /// Sobel gradients of lightness, kept where they are a local maximum across the edge
     /// and stronger than `k` times the picture's median gradient (its texture), outside
     /// the discs in `skip`.
-    fn new(p: &Planes, skip: &[(f64, f64, f64)], k: f32) -> Self {
+    pub(super) fn new(p: &Planes, skip: &[(f64, f64, f64)], k: f32) -> Self {
         let (w, h) = (p.w, p.h);
         let q0 = std::time::Instant::now();
         let (mut gx, mut gy) = (vec![0f32; w * h], vec![0f32; w * h]);
@@ -97,7 +100,8 @@ impl Edges {
             .filter(|(_, b)| !**b)
             .map(|(m, _)| *m)
             .collect();
-        let t = (k * super::median(&mut sample)).max(12.0);
+        let texture = super::median(&mut sample);
+        let t = (k * texture).max(12.0);
         let q2 = q0.elapsed();
         let mut edge = vec![false; w * h];
         for y in 2..h - 2 {
@@ -132,24 +136,31 @@ impl Edges {
                 q0.elapsed() - q2
             );
         }
-        Self { w, h, gx, gy, edge }
+        Self {
+            w,
+            h,
+            gx,
+            gy,
+            mag,
+            edge,
+            texture,
+        }
     }
 }
 
 /// Seeds (x, y, r) of circles of radius `r_lo..=r_hi` that the edges support and that lie
 /// clear of the circles already found (`found`, as (x, y, r)).
 pub(super) fn seeds(
-    p: &Planes,
+    e: &Edges,
     found: &[(f64, f64, f64)],
     r_lo: f64,
     r_hi: f64,
 ) -> Vec<(f64, f64, f64)> {
-    let (w, h) = (p.w, p.h);
+    let (w, h) = (e.w, e.h);
     if w < 8 || h < 8 || r_hi < r_lo {
         return Vec::new();
     }
     let t0 = std::time::Instant::now();
-    let e = Edges::new(p, found, 2.5);
     let ta = t0.elapsed();
     // Votes along both directions of every edge's gradient: the face may be brighter or
     // darker than the table, and a rim line has an edge on each side.
@@ -230,14 +241,14 @@ pub(super) fn seeds(
         if dbg {
             eprintln!(
                 "peak {v} at ({x},{y}) radius {:?}",
-                best_radius(&e, (cx, cy), lo, hi)
+                best_radius(e, (cx, cy), lo, hi)
             );
         }
         let clear = |o: &(f64, f64, f64)| (o.0 - cx).hypot(o.1 - cy) > 0.8 * o.2;
         if !found.iter().chain(&out).all(clear) {
             continue;
         }
-        if let Some((_, r)) = best_radius(&e, (cx, cy), lo, hi) {
+        if let Some((_, r)) = best_radius(e, (cx, cy), lo, hi) {
             out.push((cx, cy, r));
         }
     }
@@ -251,6 +262,37 @@ pub(super) fn seeds(
         );
     }
     out
+}
+
+impl Edges {
+    /// How much stronger than the table's texture the gradient is along the circle
+    /// (the strongest within a pixel and a half of it, averaged around): a coin's rim
+    /// is a clear line, a blob of texture that happens to be round is not.
+    pub(super) fn rim_contrast(&self, cx: f64, cy: f64, r: f64) -> f64 {
+        let (mut sum, mut n) = (0f64, 0u32);
+        for s in 0..SECTORS {
+            let a = (s as f64 + 0.5) / SECTORS as f64 * std::f64::consts::TAU;
+            let (dx, dy) = (a.cos(), a.sin());
+            let mut best = None;
+            for k in -2..=2 {
+                let t = r + 0.75 * f64::from(k);
+                let (x, y) = ((cx + t * dx).round(), (cy + t * dy).round());
+                if x < 1.0 || y < 1.0 || x > (self.w - 2) as f64 || y > (self.h - 2) as f64 {
+                    continue;
+                }
+                let m = self.mag[y as usize * self.w + x as usize];
+                best = Some(best.map_or(m, |b: f32| b.max(m)));
+            }
+            if let Some(b) = best {
+                sum += f64::from(b);
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return 0.0;
+        }
+        sum / f64::from(n) / f64::from(self.texture.max(1.0))
+    }
 }
 
 /// The radius around (cx, cy) whose circle radial edges cover best, if they cover enough.
