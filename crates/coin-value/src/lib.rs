@@ -185,9 +185,6 @@ pub fn count_decoded(decoded: &decode::Decoded, annotate: bool) -> CountResult {
     let mut rejected = 0;
     for (c, v) in circles.iter().zip(&valuation.coins) {
         let Some(den) = v.denomination else {
-            if std::env::var("COIN_DEBUG").is_ok() {
-                eprintln!("rejected by valuation: {c:?} {v:?}");
-            }
             rejected += 1;
             continue;
         };

@@ -10,7 +10,11 @@
 //!    begins), moved to the dark line of bevel and contact shadow when there is one (the
 //!    edge lies inside it for coins brighter than the table, outside for darker ones),
 //!    with a robust circle fit, so soft shadows and blur do not bias the diameter;
-//!    shapes whose edges are not a circle are rejected.
+//!    shapes whose edges are not a circle are rejected;
+//! 5. find what colour missed (a silver coin on grey stone) by its edges alone
+//!    (`vote`), refine it the same way, and keep it only if its rim is a clean circle
+//!    clearly stronger than the table's texture; it replaces a weaker circle found
+//!    inside it (a fragment of the same coin).
 //!
 //! Everything runs on float planes of the ~500 px working picture, with the transforms
 //! (blur, opening, distance transform, labelling) written as row passes: at that size
@@ -140,7 +144,6 @@ pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
     if w < 8 || h < 8 {
         return Vec::new();
     }
-    let t0 = std::time::Instant::now();
     let planes = Planes::blurred(img, 1.0);
     let long = w.max(h) as f64;
     // The score is taken on a softer copy: coins are tens of pixels wide, table texture
@@ -194,7 +197,6 @@ pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
     }
     // Coins the colour cue missed (a face the colour of the table) are found by their
     // edges, at radii a coin could have next to those already found.
-    let t1 = t0.elapsed();
     let known: Vec<(f64, f64, f64)> = found.iter().map(|c| (c.x, c.y, c.r)).collect();
     // Only well-fitted circles keep edge voting away: a poor one may be a fragment of
     // a coin that voting finds whole.
@@ -203,11 +205,6 @@ pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
         .filter(|c| c.support >= SETTLED)
         .map(|c| (c.x, c.y, c.r))
         .collect();
-    if std::env::var("COIN_DEBUG").is_ok() {
-        for c in &found {
-            eprintln!("colour: {c:?}");
-        }
-    }
     let (r_lo, r_hi) = match known.iter().map(|c| c.2).reduce(f64::min) {
         Some(least) => {
             let most = known.iter().map(|c| c.2).fold(0.0, f64::max);
@@ -215,9 +212,8 @@ pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
         }
         None => (min_r, MAX_RADIUS_FRAC * long),
     };
-    let edges = vote::Edges::new(&planes, &settled, 2.5);
+    let edges = vote::Edges::new(&planes, &settled, EDGE_THRESHOLD);
     let voted = vote::seeds(&edges, &settled, r_lo, r_hi.min(MAX_RADIUS_FRAC * long));
-    let t2 = t0.elapsed();
     for (i, &seed) in voted.iter().enumerate() {
         let others: Vec<(f64, f64, f64)> = known
             .iter()
@@ -234,15 +230,9 @@ pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
             min_r,
             Cue::Edges,
         ) else {
-            if std::env::var("COIN_DEBUG").is_ok() {
-                eprintln!("voted seed {seed:?} rejected by refine");
-            }
             continue;
         };
         let contrast = edges.rim_contrast(c.x, c.y, c.r);
-        if std::env::var("COIN_DEBUG").is_ok() {
-            eprintln!("voted seed {seed:?} -> {c:?} contrast {contrast:.2}");
-        }
         if contrast < MIN_RIM_CONTRAST {
             continue;
         }
@@ -266,15 +256,11 @@ pub fn detect(img: &RgbImage, params: &DetectParams) -> Vec<Circle> {
         }
         found.push(c);
     }
-    if std::env::var("COIN_TIME").is_ok() {
-        eprintln!(
-            "colour {t1:?} vote {:?} refine {:?}",
-            t2 - t1,
-            t0.elapsed() - t2
-        );
-    }
     found
 }
+
+/// Edges that vote are this many times stronger than the table's median gradient.
+const EDGE_THRESHOLD: f32 = 2.5;
 
 /// How much stronger than the table's texture a circle found by edges alone must be
 /// along its rim: round blobs of cloth or stone texture reach 2 to 3.
@@ -1044,26 +1030,8 @@ fn ray_edges(
             0.0
         };
         let mut pos = bj as f64 + f64::from(off);
-        let edge_pos = pos;
         if let Some(v) = valley.and_then(|m| dark_valley(&prof, bj, m)) {
             pos = v;
-        }
-        if valley.is_some()
-            && std::env::var("COIN_DEBUG_AT").is_ok_and(|v| {
-                let xy: Vec<f64> = v.split(',').filter_map(|s| s.parse().ok()).collect();
-                (xy[0] - cx).hypot(xy[1] - cy) < 3.0
-            })
-        {
-            let l: Vec<String> = prof
-                .iter()
-                .map(|p| format!("{:.0}", (p[0] + p[1] + p[2]) / 3.0))
-                .collect();
-            eprintln!(
-                "ray {i}: edge at {:.2} rim at {:.2} (rc {rc:.2}) stop {stop:.1} prof {}",
-                (base + edge_pos * step) / rc,
-                (base + pos * step) / rc,
-                l.join(" ")
-            );
         }
         let t = base + pos * step;
         out.push((cx + dx * t, cy + dy * t, f64::from(best)));
@@ -1195,11 +1163,6 @@ fn refine(
     let inside = rays - outside;
     let evidence = inside - blocked;
     let support = kept as f64 / evidence.max(1) as f64;
-    if std::env::var("COIN_DEBUG").is_ok() && cue == Cue::Edges {
-        eprintln!(
-            "  refine ({cx:.1},{cy:.1},{r:.2}) inside {inside}/{rays} support {support:.2} rms {rms:.2}"
-        );
-    }
     if r < min_r
         || 2 * inside < rays
         || 3 * evidence < rays

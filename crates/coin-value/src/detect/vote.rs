@@ -2,7 +2,8 @@
 //! table (silver on grey stone) and so never enter the colour mask. Every edge pixel votes
 //! along its gradient for the centres it could belong to (the gradient Hough transform);
 //! a peak becomes a seed only if edges pointing at it cover most of a circle around it,
-//! which grain, weave and speckle do not.
+//! which grain, weave and speckle do not, and a circle refined from it counts only if
+//! its rim stands well clear of the table's texture (`Edges::rim_contrast`).
 
 use super::Planes;
 
@@ -36,7 +37,6 @@ impl Edges {
     /// the discs in `skip`.
     pub(super) fn new(p: &Planes, skip: &[(f64, f64, f64)], k: f32) -> Self {
         let (w, h) = (p.w, p.h);
-        let q0 = std::time::Instant::now();
         let (mut gx, mut gy) = (vec![0f32; w * h], vec![0f32; w * h]);
         let mut mag = vec![0f32; w * h];
         // Sobel on lightness, from three rolling rows of it: smooth or difference
@@ -78,7 +78,6 @@ impl Edges {
                 mag[o + x] = (a * a + b * b).sqrt();
             }
         }
-        let q1 = q0.elapsed();
         let mut blocked = vec![false; w * h];
         for &(cx, cy, r) in skip {
             let rr = 1.25 * r + 2.0;
@@ -102,7 +101,6 @@ impl Edges {
             .collect();
         let texture = super::median(&mut sample);
         let t = (k * texture).max(12.0);
-        let q2 = q0.elapsed();
         let mut edge = vec![false; w * h];
         for y in 2..h - 2 {
             for x in 2..w - 2 {
@@ -129,13 +127,6 @@ impl Edges {
                 edge[i] = m >= a && m > b;
             }
         }
-        if std::env::var("COIN_TIME").is_ok() {
-            eprintln!(
-                "  sobel {q1:?} block+median {:?} nms {:?}",
-                q2 - q1,
-                q0.elapsed() - q2
-            );
-        }
         Self {
             w,
             h,
@@ -160,8 +151,6 @@ pub(super) fn seeds(
     if w < 8 || h < 8 || r_hi < r_lo {
         return Vec::new();
     }
-    let t0 = std::time::Instant::now();
-    let ta = t0.elapsed();
     // Votes along both directions of every edge's gradient: the face may be brighter or
     // darker than the table, and a rim line has an edge on each side.
     let mut acc = vec![0u16; w * h];
@@ -190,7 +179,6 @@ pub(super) fn seeds(
             }
         }
     }
-    let tb = t0.elapsed();
     // 3 x 3 sums, so a centre spread over neighbouring pixels counts whole.
     let mut sum = vec![0u32; w * h];
     for y in 1..h - 1 {
@@ -225,25 +213,11 @@ pub(super) fn seeds(
             }
         }
     }
-    let tc = t0.elapsed();
-    peaks.sort_by(|a, b| b.0.cmp(&a.0));
+    peaks.sort_by_key(|p| std::cmp::Reverse(p.0));
     peaks.truncate(MAX_PEAKS);
     let mut out: Vec<(f64, f64, f64)> = Vec::new();
-    let dbg = std::env::var("COIN_DEBUG").is_ok();
-    if dbg {
-        eprintln!(
-            "vote: r {r_lo:.1}..{r_hi:.1} edges {}",
-            e.edge.iter().filter(|b| **b).count()
-        );
-    }
-    for (v, x, y) in peaks {
+    for (_, x, y) in peaks {
         let (cx, cy) = (x as f64, y as f64);
-        if dbg {
-            eprintln!(
-                "peak {v} at ({x},{y}) radius {:?}",
-                best_radius(e, (cx, cy), lo, hi)
-            );
-        }
         let clear = |o: &(f64, f64, f64)| (o.0 - cx).hypot(o.1 - cy) > 0.8 * o.2;
         if !found.iter().chain(&out).all(clear) {
             continue;
@@ -251,15 +225,6 @@ pub(super) fn seeds(
         if let Some((_, r)) = best_radius(e, (cx, cy), lo, hi) {
             out.push((cx, cy, r));
         }
-    }
-    if std::env::var("COIN_TIME").is_ok() {
-        eprintln!(
-            "edges {ta:?} votes {:?} peaks {:?} radii {:?} (r {lo}..{hi}, {} edges)",
-            tb - ta,
-            tc - tb,
-            t0.elapsed() - tc,
-            e.edge.iter().filter(|b| **b).count()
-        );
     }
     out
 }
@@ -359,8 +324,45 @@ fn best_radius(e: &Edges, (cx, cy): (f64, f64), lo: usize, hi: usize) -> Option<
             best = Some((c, r as f64));
         }
     }
-    if std::env::var("COIN_DEBUG").is_ok() {
-        eprintln!("  best {best:?}");
-    }
     best.filter(|b| b.0 >= MIN_COVERAGE)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::detect::{DetectParams, detect};
+    use image::{Rgb, RgbImage};
+
+    /// Grey speckle (the table) with, optionally, a disc of the same mean grey at
+    /// (100, 80) with radius 22 whose only mark is a dark rim line two pixels wide.
+    fn speckle(disc: bool) -> RgbImage {
+        let mut rng = crate::synth::Rng::new(11);
+        RgbImage::from_fn(240, 180, |x, y| {
+            let d = (f64::from(x) - 100.0).hypot(f64::from(y) - 80.0);
+            let base = if disc && (20.0..22.0).contains(&d) {
+                70.0
+            } else {
+                128.0
+            };
+            let v = (base + rng.range(-30.0, 30.0)).clamp(0.0, 255.0) as u8;
+            Rgb([v, v, v])
+        })
+    }
+
+    #[test]
+    fn finds_a_coin_the_colour_of_the_table_by_its_rim() {
+        let found = detect(&speckle(true), &DetectParams::default());
+        assert_eq!(found.len(), 1, "{found:?}");
+        let c = &found[0];
+        assert!(
+            (c.x - 100.0).abs() < 1.5 && (c.y - 80.0).abs() < 1.5,
+            "{c:?}"
+        );
+        assert!((19.0..23.0).contains(&c.r), "{c:?}");
+    }
+
+    #[test]
+    fn speckle_alone_holds_no_coin() {
+        let found = detect(&speckle(false), &DetectParams::default());
+        assert!(found.is_empty(), "{found:?}");
+    }
 }
