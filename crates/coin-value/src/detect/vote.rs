@@ -19,14 +19,14 @@ const MIN_RADIAL_COS: f32 = 0.92;
 /// Most peaks examined: the rest are texture.
 const MAX_PEAKS: usize = 48;
 
-/// Edge map of the picture's lightness: gradient per pixel and thinned edge flags.
+/// Edge map of the picture's lightness: gradient magnitude per pixel and the thinned
+/// edge pixels with their gradients.
 pub(super) struct Edges {
     w: usize,
     h: usize,
-    gx: Vec<f32>,
-    gy: Vec<f32>,
     mag: Vec<f32>,
-    edge: Vec<bool>,
+    /// Edge pixels (index, gx, gy) in index order, so a row's run is found by search.
+    list: Vec<(u32, f32, f32)>,
     /// Median gradient outside the skipped discs: the table's texture.
     texture: f32,
 }
@@ -37,7 +37,6 @@ impl Edges {
     /// the discs in `skip`.
     pub(super) fn new(p: &Planes, skip: &[(f64, f64, f64)], k: f32) -> Self {
         let (w, h) = (p.w, p.h);
-        let (mut gx, mut gy) = (vec![0f32; w * h], vec![0f32; w * h]);
         let mut mag = vec![0f32; w * h];
         // Sobel on lightness, from three rolling rows of it: smooth or difference
         // across each row, then combine the rows above and below.
@@ -73,8 +72,6 @@ impl Edges {
             for x in 1..w - 1 {
                 let a = up.1[x] + 2.0 * mid.1[x] + dn.1[x];
                 let b = dn.0[x] - up.0[x];
-                gx[o + x] = a;
-                gy[o + x] = b;
                 mag[o + x] = (a * a + b * b).sqrt();
             }
         }
@@ -101,7 +98,18 @@ impl Edges {
             .collect();
         let texture = super::median(&mut sample);
         let t = (k * texture).max(12.0);
-        let mut edge = vec![false; w * h];
+        // The gradient again, for the few pixels strong enough to be edges.
+        let l = |i: usize| p.c[0][i] + p.c[1][i] + p.c[2][i];
+        let grad = |i: usize| {
+            let (a, b, c) = (l(i - w - 1), l(i - w), l(i - w + 1));
+            let (d, f) = (l(i - 1), l(i + 1));
+            let (g, hh, j) = (l(i + w - 1), l(i + w), l(i + w + 1));
+            (
+                (c + 2.0 * f + j) - (a + 2.0 * d + g),
+                (g + 2.0 * hh + j) - (a + 2.0 * b + c),
+            )
+        };
+        let mut list = Vec::new();
         for y in 2..h - 2 {
             for x in 2..w - 2 {
                 let i = y * w + x;
@@ -109,13 +117,14 @@ impl Edges {
                 if m < t || blocked[i] {
                     continue;
                 }
+                let (gx, gy) = grad(i);
                 // Non-maximum suppression across the edge, on the nearest of 4 directions.
-                let (ax, ay) = (gx[i].abs(), gy[i].abs());
+                let (ax, ay) = (gx.abs(), gy.abs());
                 let step: isize = if ax > 2.414 * ay {
                     1
                 } else if ay > 2.414 * ax {
                     w as isize
-                } else if (gx[i] > 0.0) == (gy[i] > 0.0) {
+                } else if (gx > 0.0) == (gy > 0.0) {
                     w as isize + 1
                 } else {
                     w as isize - 1
@@ -124,18 +133,26 @@ impl Edges {
                     mag[(i as isize - step) as usize],
                     mag[(i as isize + step) as usize],
                 );
-                edge[i] = m >= a && m > b;
+                if m >= a && m > b {
+                    list.push((i as u32, gx, gy));
+                }
             }
         }
         Self {
             w,
             h,
-            gx,
-            gy,
             mag,
-            edge,
+            list,
             texture,
         }
+    }
+
+    /// The edges of row `y` between columns `x0` and `x1` (inclusive).
+    fn row(&self, y: usize, x0: usize, x1: usize) -> &[(u32, f32, f32)] {
+        let (a, b) = ((y * self.w + x0) as u32, (y * self.w + x1) as u32);
+        let lo = self.list.partition_point(|e| e.0 < a);
+        let hi = self.list.partition_point(|e| e.0 <= b);
+        &self.list[lo..hi]
     }
 }
 
@@ -155,43 +172,41 @@ pub(super) fn seeds(
     // darker than the table, and a rim line has an edge on each side.
     let mut acc = vec![0u16; w * h];
     let (lo, hi) = (r_lo.floor() as usize, r_hi.ceil() as usize);
-    for y in 0..h {
-        for x in 0..w {
-            let i = y * w + x;
-            if !e.edge[i] {
-                continue;
-            }
-            let m = (e.gx[i] * e.gx[i] + e.gy[i] * e.gy[i]).sqrt();
-            let (dx, dy) = (e.gx[i] / m, e.gy[i] / m);
-            for s in [-1f32, 1.0] {
-                for r in lo..=hi {
-                    let (vx, vy) = (x as f32 + s * r as f32 * dx, y as f32 + s * r as f32 * dy);
-                    if vx < 0.0 || vy < 0.0 {
-                        break;
-                    }
-                    let (vx, vy) = ((vx + 0.5) as usize, (vy + 0.5) as usize);
-                    if vx >= w || vy >= h {
-                        break;
-                    }
-                    let v = &mut acc[vy * w + vx];
-                    *v = v.saturating_add(1);
+    for &(i, gx, gy) in &e.list {
+        let (x, y) = ((i as usize % w) as f32, (i as usize / w) as f32);
+        let m = (gx * gx + gy * gy).sqrt();
+        let (dx, dy) = (gx / m, gy / m);
+        for s in [-1f32, 1.0] {
+            for r in lo..=hi {
+                let (vx, vy) = (x + s * r as f32 * dx, y + s * r as f32 * dy);
+                if vx < 0.0 || vy < 0.0 {
+                    break;
                 }
+                let (vx, vy) = ((vx + 0.5) as usize, (vy + 0.5) as usize);
+                if vx >= w || vy >= h {
+                    break;
+                }
+                let v = &mut acc[vy * w + vx];
+                *v = v.saturating_add(1);
             }
         }
     }
     // 3 x 3 sums, so a centre spread over neighbouring pixels counts whole.
-    let mut sum = vec![0u32; w * h];
+    let mut sum = vec![0u16; w * h];
     for y in 1..h - 1 {
         for x in 1..w - 1 {
-            let mut s = 0u32;
+            let mut s = 0u16;
             for dy in 0..3 {
                 let r = (y + dy - 1) * w + x - 1;
-                s += u32::from(acc[r]) + u32::from(acc[r + 1]) + u32::from(acc[r + 2]);
+                s = s
+                    .saturating_add(acc[r])
+                    .saturating_add(acc[r + 1])
+                    .saturating_add(acc[r + 2]);
             }
             sum[y * w + x] = s;
         }
     }
-    let mut peaks: Vec<(u32, usize, usize)> = Vec::new();
+    let mut peaks: Vec<(u16, usize, usize)> = Vec::new();
     for y in 2..h - 2 {
         for x in 2..w - 2 {
             let s = sum[y * w + x];
@@ -274,18 +289,15 @@ fn best_radius(e: &Edges, (cx, cy): (f64, f64), lo: usize, hi: usize) -> Option<
         ((cy + hi as f64 + 2.0) as usize).min(h - 1),
     );
     for y in y0..=y1 {
-        for x in x0..=x1 {
-            let i = y * w + x;
-            if !e.edge[i] {
-                continue;
-            }
+        for &(i, gx, gy) in e.row(y, x0, x1) {
+            let x = i as usize % w;
             let (rx, ry) = (x as f64 - cx, y as f64 - cy);
             let d = (rx * rx + ry * ry).sqrt();
             if d < lo as f64 - 1.0 || d > hi as f64 + 1.0 || d < 1.0 {
                 continue;
             }
-            let m = (e.gx[i] * e.gx[i] + e.gy[i] * e.gy[i]).sqrt();
-            let cos = ((e.gx[i] as f64 * rx + e.gy[i] as f64 * ry) / (f64::from(m) * d)).abs();
+            let m = f64::from((gx * gx + gy * gy).sqrt());
+            let cos = ((f64::from(gx) * rx + f64::from(gy) * ry) / (m * d)).abs();
             if cos < f64::from(MIN_RADIAL_COS) {
                 continue;
             }
