@@ -9,11 +9,7 @@ fn main() {
     let mut stats: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut missed: BTreeMap<String, usize> = BTreeMap::new();
     for seed in (0..48).chain(1000..1048) {
-        let (w, h) = if seed % 1000 < 24 {
-            (1600, 1200)
-        } else {
-            (1500, 2000)
-        };
+        let (w, h) = synth::set_size(seed);
         let p = synth::render(seed, w, h);
         let r = count(&p.jpeg, &DecodeLimits::default(), false).unwrap();
         for t in &p.coins {

@@ -34,11 +34,7 @@ fn main() {
                 s.spawn(move || {
                     c.iter()
                         .map(|&seed| {
-                            let (w, h) = if seed % 1000 < 24 {
-                                (1600, 1200)
-                            } else {
-                                (1500, 2000)
-                            };
+                            let (w, h) = synth::set_size(seed);
                             let p = synth::render(seed, w, h);
                             let r = count(&p.jpeg, &DecodeLimits::default(), false).unwrap();
                             let ok =
@@ -84,11 +80,7 @@ fn detail(seed: u64) {
         let (w, h) = v.split_once('x')?;
         Some((w.parse().ok()?, h.parse().ok()?))
     });
-    let (w, h) = size.unwrap_or(if seed % 1000 < 24 {
-        (1600, 1200)
-    } else {
-        (1500, 2000)
-    });
+    let (w, h) = size.unwrap_or(synth::set_size(seed));
     let p = synth::render(seed, w, h);
     let r = count(&p.jpeg, &DecodeLimits::default(), false).unwrap();
     println!("seed {seed}: {} px/mm {:.3}", p.describe(), r.pixels_per_mm);
@@ -131,11 +123,7 @@ fn detail(seed: u64) {
 
 /// Mean lightness around each true coin of `seed` against radius / true radius.
 fn profile(seed: u64) {
-    let (w, h) = if seed % 1000 < 24 {
-        (1600, 1200)
-    } else {
-        (1500, 2000)
-    };
+    let (w, h) = synth::set_size(seed);
     let p = synth::render(seed, w, h);
     let d = coin_value::decode::decode(&p.jpeg, &DecodeLimits::default()).unwrap();
     let img = &d.image;

@@ -58,11 +58,7 @@ fn check(seed: u64, w: u32, h: u32) -> Result<(), String> {
 fn chunk(first: u64) {
     let mut failures = Vec::new();
     for seed in first..first + 6 {
-        let (w, h) = if seed < SEEDS / 2 {
-            (1600, 1200)
-        } else {
-            (1500, 2000)
-        };
+        let (w, h) = synth::set_size(seed);
         if let Err(e) = check(seed, w, h) {
             failures.push(e);
         }
@@ -143,11 +139,7 @@ fn skimage_coins_has_24() {
 fn held_out_seeds() {
     let mut exact = 0;
     for i in 0..SEEDS {
-        let (w, h) = if i < SEEDS / 2 {
-            (1600, 1200)
-        } else {
-            (1500, 2000)
-        };
+        let (w, h) = synth::set_size(1000 + i);
         match check(1000 + i, w, h) {
             Ok(()) => exact += 1,
             Err(e) => eprintln!("held-out miss: {e}"),
