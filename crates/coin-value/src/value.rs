@@ -197,12 +197,13 @@ impl Term {
         0.5 * e * e + self.prior[j]
     }
 
-    fn best(&self, s: Scale) -> (f64, Option<Denomination>) {
+    /// The cheapest denomination's cost and index in `Denomination::ALL`, if any fits.
+    fn best(&self, s: Scale) -> (f64, Option<usize>) {
         let mut best = (OUTLIER, None);
-        for (j, den) in Denomination::ALL.into_iter().enumerate() {
+        for j in 0..Denomination::ALL.len() {
             let c = self.cost(j, s);
             if c < best.0 {
-                best = (c, Some(den));
+                best = (c, Some(j));
             }
         }
         best
@@ -262,14 +263,11 @@ pub fn value(coins: &[Circle], long_side: f64) -> Valuation {
     let coins = terms
         .iter()
         .map(|t| {
-            let (_, den) = t.best(s);
-            let confidence = den.map_or(0.0, |den| {
-                let costs = std::array::from_fn::<f64, 6, _>(|j| (-t.cost(j, s)).exp());
-                let mine = costs[Denomination::ALL
-                    .iter()
-                    .position(|&d| d == den)
-                    .unwrap_or(0)];
-                mine / (costs.iter().sum::<f64>() + (-OUTLIER).exp())
+            let (_, best) = t.best(s);
+            let den = best.map(|j| Denomination::ALL[j]);
+            let confidence = best.map_or(0.0, |j| {
+                let costs = std::array::from_fn::<f64, 6, _>(|k| (-t.cost(k, s)).exp());
+                costs[j] / (costs.iter().sum::<f64>() + (-OUTLIER).exp())
             });
             let ln_scale = den.map_or(s.ln_s, |den| s.ln_of(den));
             Valued {
@@ -314,15 +312,11 @@ fn fit_scale(terms: &[Term], ln_copper: f64, prior: &dyn Fn(f64) -> f64) -> (f64
         // Least squares of log-scale over coins that fit something.
         let (mut num, mut n) = (0.0, 0.0);
         for t in terms {
-            if let (c, Some(den)) = t.best(at(ln_s))
+            if let (c, Some(j)) = t.best(at(ln_s))
                 && c < OUTLIER
             {
-                let j = Denomination::ALL
-                    .iter()
-                    .position(|&d| d == den)
-                    .unwrap_or(0);
                 let wt = t.sg.powi(-2);
-                num += wt * (t.ln_fit[j] - at(0.0).ln_of(den));
+                num += wt * (t.ln_fit[j] - at(0.0).ln_of(Denomination::ALL[j]));
                 n += wt;
             }
         }
