@@ -147,6 +147,35 @@ impl Edges {
         }
     }
 
+    /// How much stronger than the table's texture the gradient is along the circle
+    /// (the strongest within a pixel and a half of it, averaged around): a coin's rim
+    /// is a clear line, a blob of texture that happens to be round is not.
+    pub(super) fn rim_contrast(&self, cx: f64, cy: f64, r: f64) -> f64 {
+        let (mut sum, mut n) = (0f64, 0u32);
+        for s in 0..SECTORS {
+            let a = (s as f64 + 0.5) / SECTORS as f64 * std::f64::consts::TAU;
+            let (dx, dy) = (a.cos(), a.sin());
+            let mut best = None;
+            for k in -2..=2 {
+                let t = r + 0.75 * f64::from(k);
+                let (x, y) = ((cx + t * dx).round(), (cy + t * dy).round());
+                if x < 1.0 || y < 1.0 || x > (self.w - 2) as f64 || y > (self.h - 2) as f64 {
+                    continue;
+                }
+                let m = self.mag[y as usize * self.w + x as usize];
+                best = Some(best.map_or(m, |b: f32| b.max(m)));
+            }
+            if let Some(b) = best {
+                sum += f64::from(b);
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return 0.0;
+        }
+        sum / f64::from(n) / f64::from(self.texture.max(1.0))
+    }
+
     /// The edges of row `y` between columns `x0` and `x1` (inclusive).
     fn row(&self, y: usize, x0: usize, x1: usize) -> &[(u32, f32, f32)] {
         let (a, b) = ((y * self.w + x0) as u32, (y * self.w + x1) as u32);
@@ -237,46 +266,15 @@ pub(super) fn seeds(
         if !found.iter().chain(&out).all(clear) {
             continue;
         }
-        if let Some((_, r)) = best_radius(e, (cx, cy), lo, hi) {
+        if let Some(r) = best_radius(e, (cx, cy), lo, hi) {
             out.push((cx, cy, r));
         }
     }
     out
 }
 
-impl Edges {
-    /// How much stronger than the table's texture the gradient is along the circle
-    /// (the strongest within a pixel and a half of it, averaged around): a coin's rim
-    /// is a clear line, a blob of texture that happens to be round is not.
-    pub(super) fn rim_contrast(&self, cx: f64, cy: f64, r: f64) -> f64 {
-        let (mut sum, mut n) = (0f64, 0u32);
-        for s in 0..SECTORS {
-            let a = (s as f64 + 0.5) / SECTORS as f64 * std::f64::consts::TAU;
-            let (dx, dy) = (a.cos(), a.sin());
-            let mut best = None;
-            for k in -2..=2 {
-                let t = r + 0.75 * f64::from(k);
-                let (x, y) = ((cx + t * dx).round(), (cy + t * dy).round());
-                if x < 1.0 || y < 1.0 || x > (self.w - 2) as f64 || y > (self.h - 2) as f64 {
-                    continue;
-                }
-                let m = self.mag[y as usize * self.w + x as usize];
-                best = Some(best.map_or(m, |b: f32| b.max(m)));
-            }
-            if let Some(b) = best {
-                sum += f64::from(b);
-                n += 1;
-            }
-        }
-        if n == 0 {
-            return 0.0;
-        }
-        sum / f64::from(n) / f64::from(self.texture.max(1.0))
-    }
-}
-
 /// The radius around (cx, cy) whose circle radial edges cover best, if they cover enough.
-fn best_radius(e: &Edges, (cx, cy): (f64, f64), lo: usize, hi: usize) -> Option<(f64, f64)> {
+fn best_radius(e: &Edges, (cx, cy): (f64, f64), lo: usize, hi: usize) -> Option<f64> {
     let (w, h) = (e.w, e.h);
     // Sector bits per whole-pixel radius.
     let mut bits = vec![0u64; hi + 3];
@@ -336,7 +334,7 @@ fn best_radius(e: &Edges, (cx, cy): (f64, f64), lo: usize, hi: usize) -> Option<
             best = Some((c, r as f64));
         }
     }
-    best.filter(|b| b.0 >= MIN_COVERAGE)
+    best.filter(|b| b.0 >= MIN_COVERAGE).map(|b| b.1)
 }
 
 #[cfg(test)]
